@@ -1,0 +1,7 @@
+"collab_ext's whole public API, plus what fastai.collab users need: `from collab_ext.all import *`"
+# Hand-written (like fastai's own `all.py` files): nbdev does not generate this file.
+from fastai.collab import *
+from fastai.tabular.all import *
+from .core import *
+from .synth import *
+from .data.all import *
