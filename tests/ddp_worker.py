@@ -9,7 +9,7 @@ from ddp_train import get_args, main
 class RecordRows(Callback):
     "Keep the (user, item) codes of every training batch, per epoch"
     order = 100
-    def before_fit(self): self.rows = []
+    def __init__(self): self.rows = []     # not in before_fit: `get_preds` fires before_fit too
     def before_train(self): self.rows.append([])
     def after_batch(self):
         if self.training: self.rows[-1].append(self.xb[0].detach().cpu().clone())
@@ -33,7 +33,8 @@ if __name__ == '__main__':
     rank = int(os.environ.get('RANK', 0))
     learn,preds,targs = main(args, cbs)
     with learn.distrib_ctx(timeout=args.timeout):          # get_preds under DDP on a set of odd size: unequal shards
-        odd = learn.dls.test_dl(learn.dls.valid_ds.decode(learn.dls.valid_ds.x[:1001]), with_labels=True)
+        ds = learn.dls.valid_ds
+        odd = learn.dls.valid.new(type(ds)(ds.x[:1001], ds.y[:1001], ds.classes, ds.y_names, ds.titles))
         odd_preds,_ = learn.get_preds(dl=odd)
         n_valid = len(learn.dls.valid)
     learn.export(os.path.join(a.out, f'export_from_rank{rank}.pkl'))
