@@ -274,3 +274,13 @@ def test_unknown_ids_at_predict(bench_dls):
     with pytest.raises(KeyError, match='did you mean'):
         FastCollabDataLoaders.from_df(pd.DataFrame({'u': [1, 2, 3, 4], 't': ['Toy Story', 'Heat', 'Up', 'Heat'], 'r': [1., 2., 3., 4.]}),
                                       seed=0, unseen='keep', valid_pct=0.25).test_dl(pd.DataFrame({'u': [1], 't': ['Toy Stori']}))
+
+def test_from_csv_and_from_movielens(tmp_path, ratings, ml100k_path):
+    p = tmp_path/'r.csv'
+    ratings.iloc[:5000][['user','item','rating']].rename(columns={'user':'userId','item':'movieId'}).to_csv(p, index=False)
+    dls = FastCollabDataLoaders.from_csv(p, seed=0, bs=128, unseen='keep')
+    assert list(dls.classes) == ['userId','movieId'] and len(dls.train_ds) + len(dls.valid_ds) == 5000
+    with pytest.raises(CollabDataError, match='no such file'): FastCollabDataLoaders.from_csv(tmp_path/'nope.csv')
+    dls = FastCollabDataLoaders.from_movielens(ml100k_path, seed=42, splitter=RandomRatingSplitter(), unseen='keep')
+    assert len(dls.valid_ds) == 20_000 and dls.movielens.layout == 'ml-100k'
+    assert dls.train_ds.titles.loc[50] == 'Star Wars (1977)'
