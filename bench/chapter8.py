@@ -1,7 +1,9 @@
 """Chapter 8 models on the benchmark split: stock fastai's chapter run vs collab_ext's `DotProductBias` recipe,
 and `predict_ratings` vs per-row `learn.predict`.
 
-Run: python bench/chapter8.py [--seeds 3] [--sample 200]
+Run: python bench/chapter8.py [--seeds 3] [--sample 200] [--threads 1]
+Torch runs single-threaded by default for both sides: on a shared 2-core box, multi-threaded OpenMP kernels spin and
+slow small-batch training ~9x, which would flatter the recipe.
 The benchmark split: ML-100k in u.data order, `RandomRatingSplitter(0.2, 42)` (np.random.default_rng(42).permutation,
 first 80,000 rows train). Items only in the validation split are kept and scored with the `#na#` embedding, in both runs.
 """
@@ -92,7 +94,9 @@ def main(seeds=3, sample=200):
 if __name__ == '__main__':
     p = argparse.ArgumentParser()
     p.add_argument('--seeds', type=int, default=3); p.add_argument('--sample', type=int, default=200)
+    p.add_argument('--threads', type=int, default=1)
     a = p.parse_args()
+    torch.set_num_threads(a.threads)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', CollabWarning)
         main(a.seeds, a.sample)

@@ -29,7 +29,7 @@ def setup():
     ml = load_movielens(path)
     fans = genre_fans(ml.ratings, ml.items, ['Animation', "Children's"], frac=0.05)
     world = FeedbackWorld.from_movielens(ml, groups=[UserGroup('enthusiast', fans, activity=5.)], oracle=True,
-                                         visit_rate=0.5, max_visits=10, n_factors=32, epochs=20, seed=0)
+                                         visit_rate=0.5, max_visits=10, n_factors=32, epochs=20, wd=2e-5, seed=0)
     world.true_matrix()
     ratings = ml.ratings[['user','item','rating','timestamp']]
     def make_learner(seed):

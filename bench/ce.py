@@ -1,0 +1,97 @@
+"""Ratings as classes vs MSE on the ML-100k benchmark split: expected-rating RMSE/MAE, accuracy, NLL, fit seconds.
+
+Usage: python bench/ce.py [--epochs 10] [--bs 1024] [--lr 1e-2] [--seed 0] [--only NAME ...] [--no-half]
+Every model gets the same budget (bs, epochs, one-cycle lr); each row's wd / n_factors is its own tuned setting.
+MSE rows use fastai's `collab_learner` on `FastCollabDataLoaders`; their accuracy rounds the prediction to the nearest level.
+"""
+import argparse, time, warnings
+import numpy as np, torch
+from fastai.collab import collab_learner
+from fastai.callback.progress import ProgressCallback
+from collab_ext.core import local_ml100k, CollabWarning
+from collab_ext.synth import synth_movielens
+from collab_ext.data.load import load_movielens
+from collab_ext.data.split import RandomRatingSplitter
+from collab_ext.data.loaders import FastCollabDataLoaders
+from collab_ext.ce.data import CollabCEDataLoaders
+from collab_ext.ce.learner import *
+
+# name: (kind, kwargs for the learner factory, wd)
+MODELS = {
+    'MSE dot':     ('mse', dict(n_factors=20, y_range=(0, 5.5)), 0.3),
+    'MSE dot nf100': ('mse', dict(n_factors=100, y_range=(0, 5.5)), 0.7),
+    'MSE NN':      ('mse', dict(use_nn=True, layers=[100], y_range=(0, 5.5)), 0.3),
+    'CE dot':      ('ce', dict(n_factors=50), 0.6),
+    'CE NN':       ('ce', dict(use_nn=True, layers=[100]), 0.3),
+    'ordinal dot': ('ordinal', dict(n_factors=100), 0.7),
+    'ordinal NN':  ('ordinal', dict(use_nn=True, layers=[100]), 0.3),
+}
+
+def mse_scores(learn, levels):
+    "RMSE, MAE, nearest-level accuracy and within-one-star accuracy of an MSE learner on its validation set"
+    p,t = learn.get_preds()
+    p,t = p.view(-1).float(),t.view(-1).float()
+    lv = torch.as_tensor(levels)
+    hit = lv[nearest_level(p, levels)]
+    return dict(exp_rmse=((p-t)**2).mean().sqrt().item(), exp_mae=(p-t).abs().mean().item(), accuracy=(hit==t).float().mean().item(),
+                nll=float('nan'), within_1=((hit-t).abs()<=1+1e-4).float().mean().item(), ece=float('nan'))
+
+def ce_scores(learn):
+    "The `ce_metrics` of a CE/ordinal learner on its validation set"
+    probs,targs = learn.get_preds()
+    lv = learn.dls.levels
+    return dict(exp_rmse=expected_rmse(probs, targs, lv).item(), exp_mae=expected_mae(probs, targs, lv).item(),
+                accuracy=level_accuracy(probs, targs, lv).item(), nll=level_nll(probs, targs, lv).item(),
+                within_1=within_one_star(probs, targs, lv).item(), ece=calibration_error(probs, targs, lv).item())
+
+def run(name, kind, kw, wd, fdls, cdls, args):
+    torch.manual_seed(args.seed)
+    learn = collab_learner(fdls, **kw) if kind=='mse' else collab_ce_learner(cdls, loss=kind, metrics=[], **kw)
+    learn.remove_cb(ProgressCallback)
+    t0 = time.perf_counter()
+    with learn.no_logging(): learn.fit_one_cycle(args.epochs, args.lr, wd=wd)
+    secs = time.perf_counter() - t0
+    res = mse_scores(learn, cdls.levels) if kind=='mse' else ce_scores(learn)
+    return dict(model=name, wd=wd, **res, fit_s=secs)
+
+def show(rows, title):
+    print(f"\n{title}")
+    print(f"{'model':<15}{'wd':>5}{'exp_rmse':>10}{'exp_mae':>9}{'accuracy':>10}{'nll':>8}{'within_1':>10}{'ece':>8}{'fit_s':>8}")
+    for r in rows:
+        print(f"{r['model']:<15}{r['wd']:>5}{r['exp_rmse']:>10.4f}{r['exp_mae']:>9.4f}{r['accuracy']:>10.4f}{r['nll']:>8.4f}"
+              f"{r['within_1']:>10.4f}{r['ece']:>8.4f}{r['fit_s']:>8.1f}")
+
+def loaders(df, args, splitter=None, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CollabWarning)
+        return (FastCollabDataLoaders.from_df(df, splitter=splitter, bs=args.bs, seed=42, **kw),
+                CollabCEDataLoaders.from_df(df, splitter=splitter, bs=args.bs, seed=42, **kw))
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--epochs', type=int, default=10); ap.add_argument('--bs', type=int, default=1024)
+    ap.add_argument('--lr', type=float, default=1e-2); ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--only', nargs='*'); ap.add_argument('--no-half', action='store_true')
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    ratings = load_movielens(local_ml100k()).ratings[['user','item','rating']]
+    split = RandomRatingSplitter(0.2, 42)
+    tr,va = split(ratings)
+    perm = np.random.default_rng(42).permutation(len(ratings))
+    assert set(va) == set(perm[80_000:]), "benchmark split mismatch"
+    fdls,cdls = loaders(ratings, args, split)
+    names = args.only or list(MODELS)
+    rows = [run(n, *MODELS[n], fdls, cdls, args) for n in names]
+    show(rows, f"ML-100k benchmark split (80k/20k), bs={args.bs}, {args.epochs} epochs, fit_one_cycle lr={args.lr}, seed {args.seed}")
+    by = {r['model']: r for r in rows}
+    if 'MSE dot' in by:
+        for n in ('CE dot','ordinal dot'):
+            if n in by: print(f"{n} / MSE dot expected-rating RMSE: {by[n]['exp_rmse']/by['MSE dot']['exp_rmse']:.4f}")
+    if args.no_half: return
+    half = synth_movielens(levels=np.arange(.5, 5.01, .5), seed=7).ratings[['user','item','rating']]
+    hf,hc = loaders(half, args, RandomRatingSplitter(0.2, 42), unseen='keep')
+    print(f"\nhalf-star synthetic data: {hc.n_levels} levels {list(hc.vocab)}")
+    hrows = [run(n, *MODELS[n], hf, hc, args) for n in ('MSE dot','CE dot','ordinal dot')]
+    show(hrows, "synth_movielens(levels=0.5..5.0 step 0.5, seed=7), same code and settings")
+
+if __name__ == '__main__': main()

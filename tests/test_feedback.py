@@ -1,0 +1,139 @@
+"Feedback-loop simulation: metric definitions, data growth, retraining, determinism, bad input (small synthetic world)."
+import warnings
+import numpy as np, pandas as pd, pytest, torch
+from fastai.collab import collab_learner
+from collab_ext.core import CollabDataError, CollabWarning
+from collab_ext.synth import synth_movielens, SynthWorld
+from collab_ext.data.loaders import FastCollabDataLoaders
+from collab_ext.data.split import TimeSplitter
+from collab_ext.feedback import *
+from collab_ext.feedback_metrics import *
+from collab_ext.feedback_loop import *
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    "One torch thread: on a small shared CPU two threads are far slower"
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+def setup(seed=0, n_known=140, visit_rate=0.5):
+    ml = synth_movielens(150, 120, 3000, seed=7)
+    world = FeedbackWorld.from_movielens(ml, groups=[UserGroup('fans', ml.world.user_ids[:10], 5.)], visit_rate=visit_rate)
+    r = ml.ratings[ml.ratings.user <= n_known][['user','item','rating','timestamp']]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CollabWarning)
+        dls = FastCollabDataLoaders.from_df(r, splitter=TimeSplitter(valid_pct=0.2), bs=256, seed=seed, unseen='keep')
+    torch.manual_seed(seed)
+    learn = collab_learner(dls, n_factors=8, y_range=(0.5, 5.5))
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 5e-3)
+    return world, learn
+
+# --- metric definitions on hand-made cases
+def test_gini_coverage():
+    assert gini([2, 2, 2, 2]) == 0
+    assert gini([0, 0, 0, 5]) == pytest.approx(0.75)
+    assert gini([1, 2, 3, 4]) == pytest.approx(0.25)
+    assert coverage([0, 1, 0, 3]) == 0.5
+
+def test_homogenization_jaccard():
+    c = np.array([[1, 1, 0], [0, 1, 1], [0, 0, 0], [1, 1, 0]], bool)
+    assert homogenization(c) == pytest.approx((1/3 + 1 + 1/3)/3)   # the empty user is left out
+    assert homogenization(np.eye(4, dtype=bool)) == 0
+
+def test_popularity_metrics():
+    pop0 = np.array([9, 3, 1, 0, 0])
+    head = head_items(pop0, 0.2)
+    assert head.tolist() == [True, False, False, False, False]
+    assert arp([[0, 1], [3, -1]], pop0) == pytest.approx((6 + 0)/2)
+    assert aplt([[0, 1], [3, -1]], head) == pytest.approx((0.5 + 1)/2)
+    assert list_utility([[1]], np.array([[1., 4.]])) == 4
+    assert group_share([0, 0, 1, 3], [0]) == 0.5
+    assert snips_mean([1., 0.], [1., 0.25]) == pytest.approx(0.2)
+
+def test_policies_and_choice():
+    sc = np.array([[5., 4, 3, 2, 1]]); seen = np.array([[0, 1, 0, 0, 0]], bool)
+    assert GreedyPolicy()(sc, seen, 3, None)[0].tolist() == [[0, 2, 3]]
+    items, prop = EpsilonGreedyPolicy(1.)(sc, seen, 2, np.random.default_rng(0))
+    assert set(items[0]) == {3, 4} and np.allclose(prop, 1.)       # 2 slots, 2 non-top unseen items
+    items, prop = RandomPolicy()(sc, seen, 2, np.random.default_rng(0))
+    assert not seen[0, items[0]].any() and np.allclose(prop, 0.5)
+    c = RankDiscountChoice(0.1, 3.5)
+    assert np.allclose(c.prob(np.array([[4., 3.4, 5.]]), np.arange(3)[None]), [[1, 0, np.exp(-0.2)]])
+
+# --- the loop
+def test_data_grows_and_learner_retrains():
+    world, learn = setup()
+    n0 = len(learn.dls.train_ds)
+    w0 = learn.model.i_weight.weight.detach().clone()
+    df = run_feedback(learn, world, GreedyPolicy(), n_rounds=3, k=5, seed=1, lr=5e-3, quiet=True)
+    log = learn.feedback_cb.interactions
+    added = int(log[log['round'] < 3].accepted.sum())
+    assert added > 0 and len(learn.dls.train_ds) == n0 + added
+    assert df.n_train.tolist() == [n0 + int(x) for x in log.groupby('round').accepted.sum().cumsum().shift(fill_value=0)[:4]]
+    assert (learn.model.i_weight.weight[:len(w0)] - w0).abs().max() > 1e-3
+    # users 141-150 were unknown to the learner: vocab and embeddings grew, codes of known ids kept
+    assert len(learn.dls.train_ds.classes['user']) == world.n_users + 1 == learn.model.u_weight.weight.shape[0]
+    new = log[log.user > 140]
+    assert len(new) > 0
+    assert (log.propensity == 1).all() and log['rank'].between(0, 4).all()
+    assert list(df['round']) == [0, 1, 2, 3]
+    assert not (df[['arp','gini','coverage','homogenization','utility','rmse_fans']].isna().any().any())
+
+def test_cold_retrain_and_logit_choice():
+    world, learn = setup()
+    df = run_feedback(learn, world, EpsilonGreedyPolicy(0.2), choice=LogitChoice(), n_rounds=2, k=5, warm=False, quiet=True)
+    log = learn.feedback_cb.interactions
+    assert (log.groupby(['round','user','page']).accepted.sum() <= 1).all()
+    assert len(df) == 3
+
+def test_ideal_has_no_regret_and_random_spreads_exposure():
+    world, learn = setup()
+    res = run_arms(lambda s: setup(s)[1], world, dict(greedy=GreedyPolicy(), random=RandomPolicy(), ideal=IdealPolicy()),
+                   seeds=(0,), n_rounds=2, k=5, lr=5e-3, progress=False)
+    ideal = res[res.arm=='ideal']
+    assert np.allclose(ideal.regret, 0) and np.allclose(ideal.homogenization_rel, 1)
+    last = res[res['round']==2].set_index('arm')
+    assert last.loc['random', 'gini'] < last.loc['greedy', 'gini']
+    assert last.loc['random', 'coverage'] >= last.loc['greedy', 'coverage']
+    curves = arm_curves(res, ['gini', 'utility'])
+    assert set(curves) == {'greedy', 'random', 'ideal'} and len(curves['greedy']['gini']) == 3
+
+def test_same_seed_same_metrics():
+    dfs = [run_feedback(setup()[1], setup()[0], EpsilonGreedyPolicy(0.1), n_rounds=2, k=5, seed=3, lr=5e-3, quiet=True) for _ in range(2)]
+    pd.testing.assert_frame_equal(dfs[0], dfs[1])
+    other = run_feedback(setup()[1], setup()[0], EpsilonGreedyPolicy(0.1), n_rounds=2, k=5, seed=4, lr=5e-3, quiet=True)
+    assert not other.equals(dfs[0])
+
+# --- bad input
+def test_bad_input():
+    world, learn = setup()
+    with pytest.raises(CollabDataError, match='k=121'): FeedbackLoopCallback(world, k=121)
+    with pytest.raises(CollabDataError, match='no users'): FeedbackWorld(world.truth, groups=[UserGroup('empty', [])])
+    with pytest.raises(CollabDataError, match='not in the world'): FeedbackWorld(world.truth, groups=[UserGroup('x', [9999])])
+    with pytest.raises(CollabDataError, match='zero activity'): FeedbackWorld(world.truth, activity=np.zeros(world.n_users))
+    with pytest.raises(CollabDataError, match='never saw'): run_feedback(learn, world, n_rounds=1, new_ids='error', quiet=True)
+    t = world.truth
+    small = FeedbackWorld(SynthWorld(t.user_factors[:100], t.item_factors, t.user_bias[:100], t.item_bias))
+    with pytest.raises(CollabDataError, match='the world does not'): run_feedback(learn, small, n_rounds=1, quiet=True)
+
+def test_zero_activity_users_never_shown():
+    world, learn = setup()
+    act = world.activity.copy(); act[20:40] = 0
+    w = FeedbackWorld(world.truth, act, visit_rate=1.)
+    run_feedback(learn, w, RandomPolicy(), n_rounds=2, k=5, quiet=True)
+    log = learn.feedback_cb.interactions
+    assert len(log) > 0 and not log.user.isin(w.user_ids[20:40]).any()
+
+# --- real data
+def test_oracle_and_fans_on_ml100k(ml100k):
+    fans = genre_fans(ml100k.ratings, ml100k.items, ['Animation', "Children's"], frac=0.05)
+    assert len(fans) == 47
+    r = ml100k.ratings
+    share = r.item.isin(ml100k.items.item[(ml100k.items.Animation + ml100k.items["Children's"]) > 0])
+    by_user = share.groupby(r.user).mean()
+    assert by_user[fans].min() >= by_user.drop(fans).max()
+    o = fit_oracle(r, n_factors=8, epochs=2, seed=0)
+    assert (len(o.user_ids), len(o.item_ids)) == (943, 1682)
+    pred = o.expected(pd.Index(o.user_ids).get_indexer(r.user), pd.Index(o.item_ids).get_indexer(r.item))
+    assert np.corrcoef(pred, r.rating)[0, 1] > 0.5
