@@ -100,6 +100,13 @@ def main():
         var = run_arms(make_learner, world, dict(greedy=ARMS['greedy'], random=ARMS['random']), seeds=seeds, progress=False, skip_shown=False, **LOOP)
         v = var.groupby(['arm','round'], sort=False)[['homogenization','gini','data_gini','share_enthusiast','arp']].mean().loc[(slice(None), [0, 10]), :]
         print(f"\nvariant: declined items offered again (skip_shown=False), greedy vs random ({time.time()-t1:.0f}s):"); print(v.round(4).to_string())
+        t1 = time.time()
+        ips = run_arms(make_learner, world, dict(epsilon_ips=ARMS['epsilon']), seeds=seeds, progress=False, skip_shown=True, ips_clip=10., **LOOP)
+        both = pd.concat([res.rename(columns={'enthusiast_share':'share_enthusiast'}), ips])
+        cols = ['arp','aplt','gini','coverage','homogenization','data_gini','share_enthusiast','utility']
+        v = both[both['round']==10].groupby('arm', sort=False)[cols].mean()
+        print(f"\nmitigation: epsilon-greedy with inverse-propensity weighted retraining (weights clipped at 10), round 10 ({time.time()-t1:.0f}s):")
+        print(v.round(4).to_string())
     if args.plot:
         import matplotlib; matplotlib.use('Agg')
         fig = plot_feedback(res, ['arp','aplt','gini','coverage','homogenization','data_gini','enthusiast_share','utility'],

@@ -32,7 +32,7 @@ def other_learners(names, seed:int, timeout:float, n_rows:int=20_000) -> dict:
     from collab_ext.distributed import maybe_distrib_ctx
     ml = load_movielens(local_ml100k())
     r,res = ml.ratings.iloc[:n_rows],{}
-    kw = dict(splitter=RandomRatingSplitter(0.2, seed), bs=128, seed=seed, device='cpu')
+    kw = dict(splitter=RandomRatingSplitter(0.2, seed), bs=256, seed=seed, device='cpu')
     for name in names:
         torch.manual_seed(seed)
         if name == 'nn':

@@ -8,12 +8,13 @@ from collab_ext.distributed import *
 
 WORKER = Path(__file__).parent/'ddp_worker.py'
 EPOCHS,BS = 2,512                                  # per process: the global batch is 2 × 512
+OTHERS = 'nn,ce,tabular'                           # collab_ext's other learners, one epoch each on 20k ratings
 
 @pytest.fixture(scope='module')
 def ddp(tmp_path_factory, ml100k_path):
     "Train 2 epochs on ML-100k with 2 gloo processes; each rank's saved results, and the output folder"
     out = tmp_path_factory.mktemp('ddp')
-    launch_local(WORKER, '--out', out, '--epochs', EPOCHS, '--bs', BS, '--timeout', 120, nprocs=2, timeout=400)
+    launch_local(WORKER, '--out', out, '--epochs', EPOCHS, '--bs', BS, '--timeout', 120, '--others', OTHERS, nprocs=2, timeout=600)
     return [torch.load(out/f'rank{r}.pt', weights_only=False) for r in range(2)], out
 
 def test_parameters_identical_across_ranks(ddp):
@@ -41,6 +42,16 @@ def test_gathered_predictions(ddp):
         torch.testing.assert_close(r['preds'], r['local_preds'])                 # gathered in the dataset's order
         torch.testing.assert_close(r['odd_preds'], r['local_preds'][:1001])
     assert torch.equal(r0['preds'], r1['preds'])
+
+@pytest.mark.parametrize('name', OTHERS.split(','))
+def test_other_learners(ddp, name):
+    "collab_learner(use_nn=True), collab_ce_learner and tabular_collab_learner: same parameters, rows once, predictions gathered"
+    (r0,r1),_ = ddp
+    a,b = r0['others'][name],r1['others'][name]
+    assert all(torch.equal(v, b['params'][k]) for k,v in a['params'].items())
+    key = lambda x: np.sort(x[:,0].numpy().astype(np.int64)*10_000 + x[:,1].numpy())
+    np.testing.assert_array_equal(key(torch.cat([a['rows'], b['rows']])), key(a['train_x']))
+    assert a['n_preds'] == b['n_preds'] == a['n_valid'] == 4000
 
 def test_export_from_rank0_only(ddp):
     _,out = ddp

@@ -137,3 +137,15 @@ def test_oracle_and_fans_on_ml100k(ml100k):
     assert (len(o.user_ids), len(o.item_ids)) == (943, 1682)
     pred = o.expected(pd.Index(o.user_ids).get_indexer(r.user), pd.Index(o.item_ids).get_indexer(r.item))
     assert np.corrcoef(pred, r.rating)[0, 1] > 0.5
+
+def test_skip_shown_and_ips_weights():
+    world, learn = setup()
+    run_feedback(learn, world, EpsilonGreedyPolicy(0.3), n_rounds=3, k=5, skip_shown=True, ips_clip=4., quiet=True)
+    cb = learn.feedback_cb
+    log = cb.interactions
+    assert not log.duplicated(['user', 'item']).any()          # nothing shown twice to the same user
+    acc = log[log.accepted & (log['round'] < 3)]
+    n0 = len(cb.weights) - len(acc)
+    assert len(cb.weights) == len(learn.dls.train_ds)
+    assert np.allclose(cb.weights[n0:].numpy(), np.minimum(1/acc.propensity.to_numpy(), 4.))
+    assert (cb.weights[:n0] == 1).all() and cb.weights.max() == 4.
