@@ -152,6 +152,10 @@ def test_metrics_match_functions(small_dls):
     assert vals['accuracy'] == pytest.approx(level_accuracy(probs, targs, lv).item(), abs=1e-6)
     assert vals['nll'] == pytest.approx(level_nll(probs, targs, lv).item(), abs=1e-5)
     assert 0 <= vals['ece'] <= 1 and 0 <= vals['within_1'] <= 1
+    # biases and thresholds are left out of weight decay, factors are not
+    st = learn.opt.state
+    assert st[learn.model.scorer.u_bias.weight]['do_wd'] is False and st[learn.model.cuts.gaps]['do_wd'] is False
+    assert st[learn.model.scorer.u_weight.weight].get('do_wd', True)
 
 # ---- Learner integration
 

@@ -165,3 +165,14 @@ def test_l2_penalty_not_in_validation(synth_dls):
     plain = learn.validate()[0]
     learn.add_cb(L2Penalty(10.))
     assert learn.validate()[0] == pytest.approx(plain)
+
+def test_predict_ratings_on_fastai_collab_dataloaders(ratings):
+    "fastai's own `CollabDataLoaders` (TabularPandas): same values as `get_preds`"
+    from fastai.collab import CollabDataLoaders
+    dls = CollabDataLoaders.from_df(ratings[['user','item','rating']].iloc[:5000], bs=512, seed=0)
+    df = ratings[['user','item']].iloc[5000:5020]
+    for use_nn in (False, True):
+        learn = collab_learner(dls, n_factors=4, y_range=(0, 5.5), use_nn=use_nn)
+        dl = dls.test_dl(df)
+        with learn.no_bar(): expected = learn.get_preds(dl=dl)[0].flatten().numpy()
+        np.testing.assert_allclose(learn.predict_ratings(df), expected, rtol=1e-5, atol=1e-6)
