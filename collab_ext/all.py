@@ -5,3 +5,10 @@ from fastai.tabular.all import *
 from .core import *
 from .synth import *
 from .data.all import *
+from .models import *
+from .learner import *
+from .interpret import *
+from .feedback import *
+from .feedback_metrics import *
+from .feedback_loop import *
+from .cli import train_learner

@@ -5,6 +5,11 @@ from collab_ext.core import local_ml100k, data_dir, CollabWarning
 
 IN_CI = os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
 
+# Small-batch CPU training is dominated by per-op overhead: one torch thread per process avoids oversubscribing
+# the 2 cores when notebooks or test processes run side by side (2 threads measured up to 9x slower under load).
+import torch
+torch.set_num_threads(1)
+
 def require_ml100k():
     "Path of the real ML-100k; fails under CI=true when it is missing, skips elsewhere"
     p = local_ml100k()
