@@ -43,7 +43,7 @@ def fit(dls, epochs=RECIPE['epochs'], lr=RECIPE['lr'], wd=RECIPE['wd'], **kw):
 def valid_rmse(learn):
     "RMSE of `learn` on its validation set"
     with learn.no_bar(): p,y = learn.get_preds()
-    return float(((p-y)**2).mean().sqrt())
+    return rmse_np(p.flatten(), y.flatten())
 
 def row(name, rmse, base=None, secs=None):
     d = dict(model=name, rmse=round(rmse, 4))
@@ -52,8 +52,14 @@ def row(name, rmse, base=None, secs=None):
     print('  ', d, flush=True)
     return d
 
+def md(df, index=False):
+    "`df` as a markdown table (no tabulate needed)"
+    df = df.reset_index() if index else df
+    lines = ['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + '---|'*len(df.columns)]
+    return '\n'.join(lines + ['| ' + ' | '.join('' if pd.isna(v) else str(v) for v in r) + ' |' for r in df.itertuples(index=False)])
+
 def show(title, rows):
-    print(f"\n## {title}\n" + pd.DataFrame(rows).to_markdown(index=False), flush=True)
+    print(f"\n## {title}\n" + md(pd.DataFrame(rows)), flush=True)
 
 def warm():
     sp = RandomRatingSplitter(0.2, 42)
@@ -108,7 +114,7 @@ def foldin(learn=None, train=None, cold=None):
     if learn is None: learn,train,cold = cold_users()
     curve = foldin_curve(learn, cold, train, ks=(0,1,2,3,5,8,10,15,20))
     for c in ('bias_foldin','tower','foldin'): curve[f'{c}_vs_item_bias_%'] = (100*(curve[c]/curve['item_bias']-1)).round(2)
-    print("\n## Fold-in: cold users, k known ratings (seeded order), the same rows scored for every k\n" + curve.round(4).to_markdown(), flush=True)
+    print("\n## Fold-in: cold users, k known ratings (seeded order), the same rows scored for every k\n" + md(curve.round(4), index=True), flush=True)
     return curve
 
 if __name__ == '__main__':

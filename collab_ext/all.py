@@ -8,6 +8,7 @@ from .data.all import *
 from .models import *
 from .learner import *
 from .interpret import *
+from .ce.all import *
 from .feedback import *
 from .feedback_metrics import *
 from .feedback_loop import *

@@ -9,8 +9,10 @@
 Every rank sees its own part of each global batch, so each rating is used once per epoch across ranks;
 metrics are computed on the rows of all ranks; `export` writes from rank 0 only.
 """
-import argparse, os
+import argparse, os, time
 import torch
+from fastcore.foundation import L
+from fastai.callback.core import Callback
 from fastai.collab import collab_learner
 from fastai.metrics import rmse
 from collab_ext.core import local_ml100k
@@ -30,6 +32,7 @@ def get_args(argv=None):
     p.add_argument('--seed', type=int, default=42)
     p.add_argument('--timeout', type=float, default=600, help='seconds a rank waits for the others before failing')
     p.add_argument('--export', default=None, help='export the trained Learner here (rank 0 writes)')
+    p.add_argument('--timing', action='store_true', help='print the seconds of each training epoch')
     return p.parse_args(argv)
 
 def get_ratings(data:str):
@@ -46,8 +49,15 @@ def build_learner(args, cbs=None):
                                         bs=args.bs, seed=args.seed, device='cpu' if not torch.cuda.is_available() else None)
     return collab_learner(dls, n_factors=args.n_factors, y_range=(0, 5.5), metrics=rmse, cbs=cbs)
 
+class EpochTimer(Callback):
+    "Seconds of each training phase"
+    def __init__(self): self.times = []        # not in before_fit: `get_preds` fires it too
+    def before_train(self): self.t = time.perf_counter()
+    def after_train(self): self.times.append(round(time.perf_counter() - self.t, 2))
+
 def main(args, cbs=None):
-    learn = build_learner(args, cbs)
+    timer = EpochTimer() if args.timing else None
+    learn = build_learner(args, L(cbs) + L(timer))
     with maybe_distrib_ctx(learn, timeout=args.timeout):
         learn.fit_one_cycle(args.epochs, args.lr, wd=args.wd)
         preds,targs = learn.get_preds()               # gathered: the whole validation set on every rank
@@ -55,6 +65,7 @@ def main(args, cbs=None):
     if int(os.environ.get('RANK', 0)) == 0:
         print(f"world size {os.environ.get('WORLD_SIZE', 1)}: valid rmse {float(((preds.flatten()-targs.flatten())**2).mean().sqrt()):.4f} "
               f"on {len(preds)} ratings")
+        if timer: print(f"train seconds per epoch: {timer.times}")
     return learn, preds, targs
 
 if __name__ == '__main__': main(get_args())

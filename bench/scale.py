@@ -1,0 +1,146 @@
+"""Scale of collab_ext's data path (issue 6) on synthetic ratings of ML-25M shape (`collab_ext.distributed.synth_ratings`).
+
+Time and peak memory of `ratings_matrix`, `crosstab`, the splitters and `FastCollabDataLoaders.from_df` at 1M, 5M and
+25M rows (each in a fresh subprocess: peak resident memory above the loaded frame, glibc told to return freed memory),
+one epoch of the dot model at 25M on CPU, and DDP epoch times with 1 and 2 gloo processes.
+
+    python bench/scale.py                                   # all of it: several minutes, < 4 GB
+    python bench/scale.py --sizes 1e6 5e6 --no-epoch --no-ddp
+"""
+import argparse, gc, json, os, subprocess, sys, time, warnings
+from pathlib import Path
+import numpy as np, pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+COLS = ['user','item','rating','timestamp']
+OPS = {  # name: columns it needs
+    'ratings_matrix': COLS[:3], 'crosstab': COLS[:3], 'RandomRatingSplitter': COLS[:3], 'TimeSplitter': COLS,
+    'LastNSplitter': COLS, 'ColdUserSplitter': COLS[:3], 'clean_ratings': COLS[:3], 'from_df': COLS[:3]}
+ENV = {**os.environ, 'MALLOC_MMAP_THRESHOLD_': '65536', 'MALLOC_TRIM_THRESHOLD_': '0', 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
+
+def make_data(cache:Path, n:int):
+    "Write `n` synthetic ML-25M-shaped ratings to `cache` (one .npy per column) unless already there"
+    if (cache/f'{n}.done').exists(): return
+    from collab_ext.distributed import synth_ratings
+    cache.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    r = synth_ratings(n, seed=0)
+    for c in COLS: np.save(cache/f'{n}_{c}.npy', r[c].to_numpy())
+    (cache/f'{n}.done').write_text(f'{time.time()-t:.1f}')
+
+def load(cache:Path, n_all:int, n:int, cols) -> pd.DataFrame:
+    "The first `n` rows (a random sample: the rows are in random order) of the cached set"
+    return pd.DataFrame({c: np.array(np.load(cache/f'{n_all}_{c}.npy', mmap_mode='r')[:n]) for c in cols})
+
+def run_op(op:str, df:pd.DataFrame):
+    from collab_ext.data.core import ratings_matrix, crosstab, clean_ratings
+    from collab_ext.data.split import RandomRatingSplitter, TimeSplitter, LastNSplitter, ColdUserSplitter
+    from collab_ext.data.loaders import FastCollabDataLoaders
+    if op == 'ratings_matrix': return ratings_matrix(df)
+    if op == 'crosstab': return crosstab(df)
+    if op == 'clean_ratings': return clean_ratings(df, 'user', 'item', 'rating')
+    if op == 'RandomRatingSplitter': return RandomRatingSplitter(0.2, 42)(df)
+    if op == 'TimeSplitter': return TimeSplitter(valid_pct=0.2)(df)
+    if op == 'LastNSplitter': return LastNSplitter(n=1)(df)
+    if op == 'ColdUserSplitter': return ColdUserSplitter(0.2, 42)(df)
+    if op == 'from_df': return FastCollabDataLoaders.from_df(df, splitter=RandomRatingSplitter(0.2, 42), bs=65536, seed=42, device='cpu')
+    raise ValueError(op)
+
+def measure_one(cache, n_all, op, n) -> dict:
+    "In this (fresh) process: load the frame, then time `op` and its peak memory above the loaded frame"
+    from collab_ext.distributed import peak_memory
+    import collab_ext.data.loaders    # imports before measuring
+    df = load(cache, n_all, n, OPS[op]); gc.collect()
+    raw = int(sum(df[c].to_numpy().nbytes for c in df))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with peak_memory() as m:
+            t = time.perf_counter(); res = run_op(op, df); secs = time.perf_counter() - t
+    return dict(op=op, n=n, seconds=secs, peak=m.peak, raw=raw, users=int(df.user.nunique()), items=int(df.item.nunique()))
+
+def subprocess_json(args) -> dict:
+    p = subprocess.run([sys.executable, __file__, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    if p.returncode: raise RuntimeError(f"{args}: {p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+def epoch_one(cache, n_all, n, bs) -> dict:
+    "One epoch of fastai's dot model (`collab_learner`, 50 factors) on `n` rows, timed by phase"
+    import torch
+    from fastai.collab import collab_learner
+    from fastai.callback.core import Callback
+    from collab_ext.data.split import RandomRatingSplitter
+    from collab_ext.data.loaders import FastCollabDataLoaders
+    class Timer(Callback):
+        def before_train(self): self.t0 = time.perf_counter()
+        def after_train(self): self.train = time.perf_counter() - self.t0
+        def before_validate(self): self.t1 = time.perf_counter()
+        def after_validate(self): self.valid = time.perf_counter() - self.t1
+    df = load(cache, n_all, n, COLS[:3])
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        dls = FastCollabDataLoaders.from_df(df, splitter=RandomRatingSplitter(0.2, 42), bs=bs, seed=42, device='cpu')
+    t_dls = time.perf_counter() - t
+    del df; gc.collect()
+    torch.manual_seed(42)
+    tm = Timer()
+    learn = collab_learner(dls, n_factors=50, y_range=(0, 5.5), cbs=tm)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 5e-3)
+    n_tr = len(dls.train)*bs
+    return dict(n=n, bs=bs, from_df=t_dls, train=tm.train, valid=tm.valid, train_rows=n_tr, valid_rows=len(dls.valid_ds),
+                valid_mse=float(learn.recorder.values[-1][1]), threads=torch.get_num_threads())
+
+def ddp_epochs(n_rows, global_bs, epochs=2) -> dict:
+    "Seconds per training epoch of examples/ddp_train.py on `n_rows` synthetic ratings with 1 and 2 gloo processes"
+    from collab_ext.distributed import launch_local
+    res = {}
+    for w in (1, 2):
+        p = launch_local(ROOT/'examples'/'ddp_train.py', '--data', f'synth:{n_rows}', '--epochs', epochs, '--bs', global_bs//w,
+                         '--timing', nprocs=w, timeout=1200, env={'PYTHONWARNINGS': 'ignore'})
+        line = [l for l in p.stdout.splitlines() if l.startswith('train seconds per epoch')][-1]
+        res[w] = json.loads(line.split(':', 1)[1])
+    return res
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--sizes', nargs='+', type=float, default=[1e6, 5e6, 25e6])
+    p.add_argument('--ops', nargs='+', default=list(OPS))
+    p.add_argument('--cache', default='/tmp/collab_ext_scale')
+    p.add_argument('--epoch-bs', type=int, default=65536)
+    p.add_argument('--no-epoch', action='store_true')
+    p.add_argument('--no-ddp', action='store_true')
+    p.add_argument('--ddp-rows', type=float, default=1e6)
+    p.add_argument('--one', nargs=2, default=None, help=argparse.SUPPRESS)     # OP N, run in a subprocess
+    p.add_argument('--epoch', type=float, default=None, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    cache,sizes = Path(a.cache),[int(s) for s in a.sizes]
+    n_all = 25_000_095 if max(sizes) <= 25_000_095 else max(sizes)
+    if a.one: print(json.dumps(measure_one(cache, n_all, a.one[0], int(float(a.one[1]))))); return
+    if a.epoch: print(json.dumps(epoch_one(cache, n_all, int(a.epoch), a.epoch_bs))); return
+    t = time.time(); make_data(cache, n_all)
+    print(f"synthetic set: {n_all:,} ratings (synth_ratings, ML-25M shape), made in {(cache/f'{n_all}.done').read_text()} s "
+          f"(this run waited {time.time()-t:.0f} s)\n")
+    rows = []
+    print(f"{'operation':22s} {'rows':>11s} {'users':>8s} {'items':>7s} {'seconds':>8s} {'rows/s':>11s} {'peak MB':>8s} {'raw MB':>7s} {'peak/raw':>8s}")
+    for op in a.ops:
+        for n in sizes:
+            r = subprocess_json(['--one', op, n, '--cache', cache]); rows.append(r)
+            print(f"{op:22s} {n:>11,} {r['users']:>8,} {r['items']:>7,} {r['seconds']:>8.2f} {n/r['seconds']:>11,.0f} "
+                  f"{r['peak']/2**20:>8.0f} {r['raw']/2**20:>7.0f} {r['peak']/r['raw']:>8.2f}", flush=True)
+        if len(sizes) > 1:
+            a0,a1 = [r for r in rows if r['op']==op][0],[r for r in rows if r['op']==op][-1]
+            print(f"{'':22s} growth {sizes[0]:,} -> {sizes[-1]:,} rows (x{sizes[-1]/sizes[0]:.0f}): time x{a1['seconds']/a0['seconds']:.1f}, "
+                  f"peak memory x{a1['peak']/max(a0['peak'],1):.1f}")
+    if not a.no_epoch:
+        n = max(sizes)
+        e = subprocess_json(['--epoch', n, '--epoch-bs', a.epoch_bs, '--cache', cache])
+        print(f"\none epoch, dot model (collab_learner, 50 factors, Adam), {n:,} ratings, bs {e['bs']}, {e['threads']} thread(s): "
+              f"from_df {e['from_df']:.1f} s; train {e['train']:.1f} s = {e['train_rows']/e['train']:,.0f} ratings/s; "
+              f"validation {e['valid']:.1f} s = {e['valid_rows']/e['valid']:,.0f} ratings/s; valid MSE {e['valid_mse']:.3f}")
+    if not a.no_ddp:
+        n = int(a.ddp_rows); d = ddp_epochs(n, 8192)
+        t1,t2 = np.mean(d[1]),np.mean(d[2])
+        print(f"\nDDP (torchrun, gloo, CPU), examples/ddp_train.py on {n:,} synthetic ratings, global batch 8192, seconds per training epoch:")
+        print(f"  1 process: {t1:.1f} s {d[1]}   2 processes: {t2:.1f} s {d[2]}   speed-up x{t1/t2:.2f}")
+
+if __name__ == '__main__': main()
