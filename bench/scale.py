@@ -58,6 +58,43 @@ def measure_one(cache, n_all, op, n) -> dict:
             t = time.perf_counter(); res = run_op(op, df); secs = time.perf_counter() - t
     return dict(op=op, n=n, seconds=secs, peak=m.peak, raw=raw, users=int(df.user.nunique()), items=int(df.item.nunique()))
 
+def breakdown(cache, n_all, n) -> list:
+    "Peak memory of the steps of `from_df` (and of a proposed leaner last step), in multiples of the raw columns"
+    import torch
+    from collab_ext.distributed import peak_memory
+    from collab_ext.data.core import clean_ratings, duplicate_pairs, check_rating_values, make_vocab, encode_ids
+    from collab_ext.data.split import RandomRatingSplitter, resolve_unseen
+    from collab_ext.data.loaders import CollabTensors, _encode_frame
+    df = load(cache, n_all, n, COLS[:3]); raw = 12*n; gc.collect()
+    tr,va = RandomRatingSplitter(0.2, 42)(df)
+    classes = {c: make_vocab(df[c].to_numpy()[tr]) for c in ('user','item')}
+    def full_then_splits():    # what from_df does: encode all rows, then copy each split out of them
+        full = _encode_frame(df, classes, ['rating'], None, unknown='na')
+        return [(full.x[torch.as_tensor(s)], full.y[torch.as_tensor(s)]) for s in (tr,va)]
+    def per_split():           # proposed: encode each split's rows directly; no full-size tensors
+        res = []
+        for s in (tr,va):
+            x = np.empty((len(s), 2), np.int64)
+            for k,c in enumerate(('user','item')): x[:,k] = encode_ids(df[c].to_numpy()[s], classes[c], c, 'na')
+            res.append((torch.from_numpy(x), torch.from_numpy(df['rating'].to_numpy()[s][:,None])))
+        return res
+    pieces = [('clean_ratings (whole)', lambda: clean_ratings(df, 'user', 'item', 'rating')),
+              ('  duplicate_pairs', lambda: duplicate_pairs(df.user.to_numpy(), df.item.to_numpy())),
+              ('  check_rating_values', lambda: check_rating_values(df, 'rating')),
+              ('RandomRatingSplitter', lambda: RandomRatingSplitter(0.2, 42)(df)),
+              ('resolve_unseen', lambda: resolve_unseen(df, (tr,va), 'keep', 'user', 'item')),
+              ('make_vocab (user and item)', lambda: [make_vocab(df[c].to_numpy()[tr]) for c in ('user','item')]),
+              ('encode all rows, then copy the splits out (from_df today)', full_then_splits),
+              ('  proposed: encode each split directly', per_split),
+              ('dls.splits kept as int64 (tr, va)', lambda: (tr.copy(), va.copy())),
+              ('  proposed: as int32', lambda: (tr.astype(np.int32), va.astype(np.int32)))]
+    res = []
+    for name,f in pieces:
+        gc.collect()
+        with peak_memory() as m: r = f()
+        del r; res.append((name, m.peak/raw))
+    return res
+
 def subprocess_json(args) -> dict:
     p = subprocess.run([sys.executable, __file__, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=ROOT)
     if p.returncode: raise RuntimeError(f"{args}: {p.stderr[-2000:]}")
@@ -90,12 +127,12 @@ def epoch_one(cache, n_all, n, bs) -> dict:
     return dict(n=n, bs=bs, from_df=t_dls, train=tm.train, valid=tm.valid, train_rows=n_tr, valid_rows=len(dls.valid_ds),
                 valid_mse=float(learn.recorder.values[-1][1]), threads=torch.get_num_threads())
 
-def ddp_epochs(n_rows, global_bs, epochs=2) -> dict:
-    "Seconds per training epoch of examples/ddp_train.py on `n_rows` synthetic ratings with 1 and 2 gloo processes"
+def ddp_epochs(data:str, global_bs:int, epochs:int=2) -> dict:
+    "Seconds per training epoch of examples/ddp_train.py on `data` with 1 and 2 gloo processes (same global batch)"
     from collab_ext.distributed import launch_local
     res = {}
     for w in (1, 2):
-        p = launch_local(ROOT/'examples'/'ddp_train.py', '--data', f'synth:{n_rows}', '--epochs', epochs, '--bs', global_bs//w,
+        p = launch_local(ROOT/'examples'/'ddp_train.py', '--data', data, '--epochs', epochs, '--bs', global_bs//w,
                          '--timing', nprocs=w, timeout=1200, env={'PYTHONWARNINGS': 'ignore'})
         line = [l for l in p.stdout.splitlines() if l.startswith('train seconds per epoch')][-1]
         res[w] = json.loads(line.split(':', 1)[1])
@@ -104,7 +141,7 @@ def ddp_epochs(n_rows, global_bs, epochs=2) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--sizes', nargs='+', type=float, default=[1e6, 5e6, 25e6])
-    p.add_argument('--ops', nargs='+', default=list(OPS))
+    p.add_argument('--ops', nargs='*', default=list(OPS))
     p.add_argument('--cache', default='/tmp/collab_ext_scale')
     p.add_argument('--epoch-bs', type=int, default=65536)
     p.add_argument('--no-epoch', action='store_true')
@@ -112,11 +149,14 @@ def main():
     p.add_argument('--ddp-rows', type=float, default=1e6)
     p.add_argument('--one', nargs=2, default=None, help=argparse.SUPPRESS)     # OP N, run in a subprocess
     p.add_argument('--epoch', type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument('--breakdown-one', type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument('--no-breakdown', action='store_true')
     a = p.parse_args()
     cache,sizes = Path(a.cache),[int(s) for s in a.sizes]
     n_all = 25_000_095 if max(sizes) <= 25_000_095 else max(sizes)
     if a.one: print(json.dumps(measure_one(cache, n_all, a.one[0], int(float(a.one[1]))))); return
     if a.epoch: print(json.dumps(epoch_one(cache, n_all, int(a.epoch), a.epoch_bs))); return
+    if a.breakdown_one: print(json.dumps(breakdown(cache, n_all, int(a.breakdown_one)))); return
     t = time.time(); make_data(cache, n_all)
     print(f"synthetic set: {n_all:,} ratings (synth_ratings, ML-25M shape), made in {(cache/f'{n_all}.done').read_text()} s "
           f"(this run waited {time.time()-t:.0f} s)\n")
@@ -131,6 +171,10 @@ def main():
             a0,a1 = [r for r in rows if r['op']==op][0],[r for r in rows if r['op']==op][-1]
             print(f"{'':22s} growth {sizes[0]:,} -> {sizes[-1]:,} rows (x{sizes[-1]/sizes[0]:.0f}): time x{a1['seconds']/a0['seconds']:.1f}, "
                   f"peak memory x{a1['peak']/max(a0['peak'],1):.1f}")
+    if not a.no_breakdown:
+        n = sorted(sizes)[len(sizes)//2]
+        print(f"\nwhere from_df spends memory, {n:,} rows (peak of each step over the raw user/item/rating columns):")
+        for name,x in subprocess_json(['--breakdown-one', n, '--cache', cache]): print(f"  {name:68s} {x:5.2f}x")
     if not a.no_epoch:
         n = max(sizes)
         e = subprocess_json(['--epoch', n, '--epoch-bs', a.epoch_bs, '--cache', cache])
@@ -138,9 +182,9 @@ def main():
               f"from_df {e['from_df']:.1f} s; train {e['train']:.1f} s = {e['train_rows']/e['train']:,.0f} ratings/s; "
               f"validation {e['valid']:.1f} s = {e['valid_rows']/e['valid']:,.0f} ratings/s; valid MSE {e['valid_mse']:.3f}")
     if not a.no_ddp:
-        n = int(a.ddp_rows); d = ddp_epochs(n, 8192)
-        t1,t2 = np.mean(d[1]),np.mean(d[2])
-        print(f"\nDDP (torchrun, gloo, CPU), examples/ddp_train.py on {n:,} synthetic ratings, global batch 8192, seconds per training epoch:")
-        print(f"  1 process: {t1:.1f} s {d[1]}   2 processes: {t2:.1f} s {d[2]}   speed-up x{t1/t2:.2f}")
+        print(f"\nDDP (torchrun, gloo, CPU, 1 thread per process), examples/ddp_train.py, dot model, 2 epochs, seconds per training epoch:")
+        for data,gbs in (('ml100k', 1024), (f'synth:{int(a.ddp_rows)}', 8192)):
+            d = ddp_epochs(data, gbs); t1,t2 = np.mean(d[1]),np.mean(d[2])
+            print(f"  {data:14s} global batch {gbs:5d}: 1 process {t1:6.1f} s {d[1]}   2 processes {t2:6.1f} s {d[2]}   speed-up x{t1/t2:.2f}", flush=True)
 
 if __name__ == '__main__': main()

@@ -46,8 +46,8 @@ def valid_rmse(learn):
     return rmse_np(p.flatten(), y.flatten())
 
 def row(name, rmse, base=None, secs=None):
-    d = dict(model=name, rmse=round(rmse, 4))
-    if base is not None: d['vs_baseline_%'] = round(100*(rmse/base-1), 2)
+    d = dict(model=name, rmse=round(rmse, 5))
+    if base is not None: d['vs_baseline_%'] = round(100*(rmse/base-1), 3)
     if secs is not None: d['fit_s'] = round(secs, 1)
     print('  ', d, flush=True)
     return d
@@ -101,10 +101,13 @@ def cold_users(ablation=False):
     rows = [row("item-bias baseline (global mean + shrunk item bias)", base, base)]
     l,s = fit(dls)
     for st in ('mean','tower'): rows.append(row(f"hybrid, strategy={st!r}", rmse_np(predict_cold(l, valid, st), y), base, s))
+    l1,s1 = fit(dls, p_id=0.1)
+    rows.append(row("hybrid with id dropout p_id=0.1, strategy='tower'", rmse_np(predict_cold(l1, valid, 'tower'), y), base, s1))
     if ablation:
         for name,cats,conts in [("items metadata only (no user features)", [], ITEM_CONTS), ("+ gender", ['gender'], ITEM_CONTS),
                                 ("+ age", [], ['age']+ITEM_CONTS), ("+ occupation", ['occupation'], ITEM_CONTS),
-                                ("+ zip1", ['zip1'], ITEM_CONTS)]:
+                                ("+ zip1", ['zip1'], ITEM_CONTS),
+                                ("all user features but zip1 (chosen after this ablation, same split)", ['gender','occupation'], ['age']+ITEM_CONTS)]:
             la,sa = fit(make_dls(sp, cats, conts))
             rows.append(row(f"ablation: {name}, tower", rmse_np(predict_cold(la, valid, 'tower'), y), base, sa))
     show(f"Cold users: ColdUserSplitter(0.2, 42), {len(va)} ratings of {valid.user.nunique()} unseen users", rows)

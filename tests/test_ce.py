@@ -1,14 +1,15 @@
 "Contracts of `collab_ext.ce`: levels, class-index targets, CE/ordinal learners, metrics, export, bad input."
 import warnings
 import numpy as np, pandas as pd, pytest, torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings, assume, strategies as st
 from fastai.learner import load_learner
 from fastai.interpret import ClassificationInterpretation
 from fastai.callback.progress import ProgressCallback
 from collab_ext.core import CollabDataError, CollabWarning
-from collab_ext.synth import synth_movielens
+from collab_ext.synth import synth_movielens, snap_to_levels
 from collab_ext.data.split import RandomRatingSplitter
 from collab_ext.data.loaders import FastCollabDataLoaders
+from fastai.collab import collab_learner
 from collab_ext.ce.data import *
 from collab_ext.ce.models import *
 from collab_ext.ce.learner import *
@@ -54,8 +55,67 @@ def test_decode_encode_roundtrip(levels, n, seed):
     assert (decode_ratings(encode_ratings(r, lv), lv) == r).all()
 
 def test_levels_inferred():
-    assert list(infer_levels([1, 5, 3, 3])) == [1, 2, 3, 4, 5]
+    assert list(infer_levels([1, 5, 3, 3, 2, 4])) == [1, 2, 3, 4, 5]
     assert list(infer_levels(np.arange(.5, 5.01, .5))) == list(np.arange(.5, 5.01, .5).astype(np.float32))
+    assert list(infer_levels(np.arange(10, 101, 10))) == list(range(10, 101, 10))       # steps coarser than 1
+    assert list(infer_levels([2, 4, 6, 8, 10])) == [2, 4, 6, 8, 10]                      # not 2..10 by 1 (4 unused)
+    assert list(infer_levels([.5, 1.5, 2.5, 3.5])) == [.5, 1.5, 2.5, 3.5]               # offset grid
+    with pytest.warns(CollabWarning, match=r'2 of the 5 inferred levels have no rating: \[3, 4\]'): infer_levels([1, 2, 5, 5])
+
+GRID_STEPS = [.1, .2, .25, .3, .5, 1., 2., 2.5, 3., 5., 10., 25.]
+
+@st.composite
+def grid_sample(draw):
+    "(levels, ratings): a regular grid and ratings on it that use its lowest, second and highest level, and half its levels"
+    step,lo,n = draw(st.sampled_from(GRID_STEPS)),draw(st.integers(-20, 20)),draw(st.integers(2, 20))
+    levels = (lo*step + step*np.arange(n)).astype(np.float32)
+    used = draw(st.lists(st.integers(0, n-1), min_size=(n+1)//2, max_size=n, unique=True))
+    idx = draw(st.lists(st.sampled_from(used), min_size=0, max_size=60)) + used + [0, 1, n-1]
+    return levels,levels[np.random.default_rng(draw(st.integers(0, 1000))).permutation(idx)]
+
+@given(grid_sample())
+@settings(max_examples=80, deadline=None)
+def test_infer_levels_finds_any_grid(sample):
+    "Any step and offset: the levels are the grid lowest..highest by the GCD of the gaps, and encode/decode round-trips"
+    levels,r = sample
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CollabWarning)                                   # inner levels may be unused
+        lv = infer_levels(r)
+    np.testing.assert_allclose(lv, levels, atol=1e-4 * max(1, np.abs(levels).max()))
+    assert (decode_ratings(encode_ratings(r, lv), lv) == lv[encode_ratings(r, lv)]).all()
+    np.testing.assert_allclose(decode_ratings(encode_ratings(r, lv), lv), r, atol=1e-4 * max(1, np.abs(levels).max()))
+
+@given(grid_sample(), st.floats(.2, .45))
+@settings(max_examples=60, deadline=None)
+def test_stray_values_stay_off_the_grid(sample, frac):
+    "A stray value (< 10% of rows) that would make the grid too fine or mostly empty leaves it alone; encode errors, rounds or bins it"
+    levels,r = sample
+    r = np.concatenate([r]*20)                                                           # the stray is 1 row in ≥ 60
+    step = float(levels[1] - levels[0])
+    stray = np.float32(levels[0] + step*frac)
+    n_fine = round((levels.max() - levels.min()) / grid_step(np.append(levels, stray), 1e-4 * max(1, np.abs(levels).max()))) + 1
+    assume(abs(stray - levels[0]) > 1e-3*step and (n_fine > 20 or n_fine > 2*(len(np.unique(r)) + 1)))
+    x = np.append(r, stray)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CollabWarning)
+        lv = infer_levels(x)
+    np.testing.assert_allclose(lv, levels, atol=1e-4 * max(1, np.abs(levels).max()))
+    with pytest.raises(CollabDataError, match='not on the levels'): encode_ratings(x, lv)
+    assert encode_ratings([stray], lv, 'round')[0] == 0 and encode_ratings([stray], lv, 'bin')[0] == 0
+    assert encode_ratings([levels[0] + step*(1-frac)], lv, 'round')[0] == 1
+
+@given(st.lists(st.floats(-2, 8, allow_nan=False), min_size=1, max_size=50), st.sampled_from([np.arange(1, 6.), np.arange(.5, 5.01, .5)]))
+@settings(max_examples=50, deadline=None)
+def test_one_snapping_rule(x, levels):
+    "nearest_level, encode_ratings(off_grid='round') and the MSE metrics all snap as `synth.snap_to_levels`"
+    x = np.float32(x)
+    lv = levels.astype(np.float32)
+    idx = nearest_level(x, lv)
+    assert (lv[idx] == snap_to_levels(x, lv)).all()
+    inside = (x >= lv[0]) & (x <= lv[-1])
+    assert (encode_ratings(x[inside], lv, 'round') == idx[inside]).all()
+    t = lv[np.random.default_rng(0).integers(0, len(lv), len(x))]
+    assert rounded_accuracy(torch.from_numpy(x), torch.from_numpy(t), lv).item() == pytest.approx((lv[idx] == t).mean())
 
 def test_dls_targets_and_vocab(small, small_dls):
     xb,yb = small_dls.one_batch()
@@ -164,6 +224,27 @@ def test_metrics_match_functions(small_dls):
     st = learn.opt.state
     assert st[learn.model.scorer.u_bias.weight]['do_wd'] is False and st[learn.model.cuts.gaps]['do_wd'] is False
     assert st[learn.model.scorer.u_weight.weight].get('do_wd', True)
+    # each metric builds its level tensor once, not per batch nor per epoch
+    lvt = [m._lv for m in learn.metrics]
+    fit(learn, 1)
+    assert all(m._lv is t for m,t in zip(learn.metrics, lvt))
+
+def test_mse_metrics_match_ce_names(small):
+    "`mse_metrics(levels)` on fastai's collab_learner: the `ce_metrics` columns an MSE model has, computed by hand"
+    fdls = FastCollabDataLoaders.from_df(small, bs=256, seed=0, unseen='keep')
+    lv = infer_levels(small.rating)
+    torch.manual_seed(0)
+    learn = fit(quiet(collab_learner(fdls, n_factors=8, y_range=(0, 5.5), metrics=mse_metrics(lv))), 2, lr=3e-2, wd=0.1)
+    vals = dict(zip(learn.recorder.metric_names[3:-1], learn.recorder.values[-1][2:]))
+    assert list(vals) == ['exp_rmse', 'exp_mae', 'accuracy', 'within_1']
+    assert set(vals) <= {m.name for m in ce_metrics()}
+    p,t = (o.view(-1).numpy() for o in learn.get_preds())
+    hit = lv[np.abs(p[:,None] - lv[None]).argmin(1)]
+    assert vals['exp_rmse'] == pytest.approx(np.sqrt(((p-t)**2).mean()), abs=1e-5)
+    assert vals['exp_mae'] == pytest.approx(np.abs(p-t).mean(), abs=1e-5)
+    assert vals['accuracy'] == pytest.approx((hit == t).mean(), abs=1e-6)
+    assert vals['within_1'] == pytest.approx((np.abs(hit-t) <= 1).mean(), abs=1e-6)
+    assert 0.2 < vals['accuracy'] < vals['within_1'] <= 1
 
 # ---- Learner integration
 

@@ -149,3 +149,91 @@ def test_skip_shown_and_ips_weights():
     assert len(cb.weights) == len(learn.dls.train_ds)
     assert np.allclose(cb.weights[n0:].numpy(), np.minimum(1/acc.propensity.to_numpy(), 4.))
     assert (cb.weights[:n0] == 1).all() and cb.weights.max() == 4.
+
+# --- review fixes (issue 4 review)
+def _shown_freq(policy, n_items=120, n_seen=20, n=30, n_shown=10, reps=4000, seed=0):
+    "Empirical P(shown) per item over `reps` draws for one user, and the logged propensity of each shown item"
+    sc = np.linspace(1, 0, n_items)[None].repeat(reps, 0)
+    seen = np.zeros((reps, n_items), bool); seen[:, :n_seen] = True
+    items, prop = policy(sc, seen, n, np.random.default_rng(seed), n_shown=n_shown)
+    it, pr = items[:, :n_shown], prop[:, :n_shown]
+    cnt = np.bincount(it[it >= 0], minlength=n_items)
+    logged = np.bincount(it[it >= 0], weights=pr[it >= 0], minlength=n_items)/np.maximum(cnt, 1)
+    return cnt/reps, logged
+
+@pytest.mark.parametrize('policy', [RandomPolicy(), EpsilonGreedyPolicy(0.1), EpsilonGreedyPolicy(0.5), GreedyPolicy()])
+def test_logged_propensity_is_empirical_shown_frequency(policy):
+    # k=10, max_visits=3: a list of 30 is filled, a one-visit user sees 10 of their 100 unseen items
+    freq, logged = _shown_freq(policy)
+    on = freq > 0
+    assert np.allclose(logged[on], freq[on], atol=0.02)
+    if isinstance(policy, RandomPolicy): assert np.allclose(logged[20:], 0.1) and abs(freq[20:].mean() - 0.1) < 0.005
+
+def test_loop_logs_propensity_of_shown_slots():
+    "Random policy at round 0: sum of 1/propensity over a user's shown items = their unseen items (Horvitz-Thompson count)"
+    world, learn = setup()
+    ds0 = learn.dls.train_ds
+    n_seen = pd.Series(ds0.classes['user'].items)[ds0.x[:, 0].numpy()].value_counts()
+    run_feedback(learn, world, RandomPolicy(), n_rounds=1, k=5, quiet=True)
+    r0 = learn.feedback_cb.interactions.query('round == 0')
+    ht = r0.groupby('user').propensity.agg(lambda p: (1/p).sum())
+    n_unseen = world.n_items - n_seen.reindex(ht.index, fill_value=0)
+    assert np.allclose(ht.to_numpy(), n_unseen.to_numpy())
+    assert world.max_visits > 1 and (r0.groupby('user').size() <= 5*world.max_visits).all()
+
+def test_stock_collab_dataloaders_refused():
+    from fastai.collab import CollabDataLoaders
+    world, _ = setup()
+    r = synth_movielens(150, 120, 3000, seed=7).ratings[['user', 'item', 'rating']]
+    learn = collab_learner(CollabDataLoaders.from_df(r, bs=256), n_factors=4)
+    with pytest.raises(CollabDataError, match=r'FastCollabDataLoaders\.from_df'): run_feedback(learn, world, n_rounds=1, quiet=True)
+
+@pytest.mark.parametrize('model_cls', ['DotProductBias', 'DotProduct'])
+def test_collab_ext_models_grow_and_reinit(model_cls):
+    from fastai.learner import Learner
+    from fastai.losses import MSELossFlat
+    import collab_ext.models as M
+    from collab_ext.models import model_factors
+    from collab_ext.core import torch_gen
+    world, l = setup()
+    learn = Learner(l.dls, getattr(M, model_cls).from_dls(l.dls, n_factors=8, y_range=(0.5, 5.5)), loss_func=MSELossFlat())
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2)
+    n0 = len(learn.dls.train_ds)
+    df = run_feedback(learn, world, GreedyPolicy(), n_rounds=2, k=5, lr=1e-2, warm=False, quiet=True)
+    f = {n: None if t is None else t.clone() for n, t in model_factors(learn.model).items()}
+    assert f['user_factors'].shape[0] == world.n_users + 1                  # new users grew rows
+    if model_cls == 'DotProductBias': assert f['user_bias'].shape == (world.n_users + 1,)
+    assert len(learn.dls.train_ds) > n0 and df.n_train.is_monotonic_increasing
+    cb = learn.feedback_cb; cb.learn, cb.gen = learn, torch_gen(0)
+    cb._reinit()
+    g = model_factors(learn.model)
+    for n in ('user_factors', 'item_factors', 'user_bias', 'item_bias'):
+        if f[n] is None: continue
+        assert not torch.allclose(g[n], f[n]) and abs(float(g[n].std()) - 0.01) < 0.002
+
+def test_unresettable_model_refused_before_training():
+    from fastai.learner import Learner
+    from fastai.losses import MSELossFlat
+    from collab_ext.models import DotProductBias
+    class WithScale(DotProductBias):
+        def __init__(self, *a, **k): super().__init__(*a, **k); self.scale = torch.nn.Parameter(torch.ones(1))
+    world, l = setup()
+    learn = Learner(l.dls, WithScale.from_dls(l.dls, n_factors=4), loss_func=MSELossFlat())
+    with pytest.raises(CollabDataError, match='scale'): run_feedback(learn, world, n_rounds=1, warm=False, quiet=True)
+    assert not hasattr(learn, 'feedback_cb')
+
+def test_measuring_keeps_training_mode():
+    world, learn = setup()
+    run_feedback(learn, world, n_rounds=1, k=5, quiet=True)
+    cb = learn.feedback_cb; cb.learn = learn
+    learn.model.train(); cb._measure_data({})
+    assert learn.model.training
+    learn.model.eval(); cb._measure_data({})
+    assert not learn.model.training
+
+def test_true_matrix_is_the_world_everywhere():
+    world, _ = setup()
+    t = world.true_matrix()
+    lo, hi = world.lo_hi
+    slow = np.stack([np.clip(world.truth.expected(np.full(world.n_items, u), np.arange(world.n_items)), lo, hi) for u in range(world.n_users)])
+    assert t.shape == (150, 120) and np.allclose(t, slow, atol=1e-4)

@@ -157,7 +157,8 @@ def test_l2_penalty_batch_rows_only(synth_dls):
     learn.training = True; learn.xb,learn.yb = (x,),(y,)
     learn.loss_grad = learn.loss_func(m(x), y); learn('after_loss'); learn.loss_grad.backward()
     torch.testing.assert_close(m.item_factors.grad[2], 2*0.5*m.item_factors[2].detach()*2/3)
-    assert m.item_factors.grad[[0, 1, 3, 5]].abs().sum() == 0 and m.item_bias.grad is None or m.item_bias.grad.abs().sum() == 0
+    assert m.item_factors.grad[[0, 1, 3, 5]].abs().sum() == 0           # rows outside the batch get no penalty
+    assert m.item_bias.grad is None or m.item_bias.grad.abs().sum() == 0 # bias_wd=0: no bias penalty
     with pytest.raises(CollabDataError): L2Penalty(rows='some')
 
 def test_l2_penalty_not_in_validation(synth_dls):
