@@ -1,6 +1,7 @@
 """Tabular collab (metadata, cold start) benchmarks on the real ML-100k.
 
-Run from the repo root: `python bench/tabular.py` (all parts) or `python bench/tabular.py warm cold_items cold_users foldin ablation`.
+Run from the repo root: `python bench/tabular.py` (all parts) or `python bench/tabular.py warm cold_items cold_users foldin ablation`
+(`cold_users` and `foldin` both print the cold-user table and the fold-in curve; `ablation` adds the feature ablation).
 Warm: the benchmark split (u.data order, `RandomRatingSplitter(0.2, 42)`); cold items / cold users: `ColdItemSplitter(0.2, 42)` /
 `ColdUserSplitter(0.2, 42)`; fold-in: k known ratings of each cold user revealed in a seeded order, the same rows scored for every k."""
 import sys, time, warnings

@@ -9,6 +9,8 @@ from .models import *
 from .learner import *
 from .interpret import *
 from .ce.all import *
+from .tabular import *
+from .coldstart import *
 from .feedback import *
 from .feedback_metrics import *
 from .feedback_loop import *

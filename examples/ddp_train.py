@@ -1,7 +1,7 @@
 """Train collab_ext's dot-product model data-parallel on PyTorch's engine (DDP through fastai's `distrib_ctx`).
 
     torchrun --nproc_per_node 2 examples/ddp_train.py --epochs 2 --bs 512           # 2 processes, gloo on CPU
-    accelerate launch --cpu --num_processes 2 examples/ddp_train.py --bs 512        # the same via Accelerate
+    accelerate launch --multi_gpu --num_processes 2 examples/ddp_train.py --bs 512  # the same via Accelerate (gloo without GPUs)
     torchrun --nproc_per_node 8 examples/ddp_train.py --bs 128                      # 8 GPUs: NCCL, same code
     python examples/ddp_train.py --bs 1024                                          # one process, same global batch
 

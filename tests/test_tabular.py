@@ -74,6 +74,8 @@ def test_unknown_ids_and_catalog(trained, ml100k):
     dls = trained.dls
     with pytest.raises(KeyError, match='12345'): dls.test_dl(pd.DataFrame({'user':[12345], 'item':[1]}))
     assert dls.test_dl(pd.DataFrame({'user':[12345], 'item':[1]}), unknown='na').dataset.x_cat[0, 0] == 0
+    with pytest.warns(CollabWarning, match=r"1 missing date\(s\) filled with the latest training time"):
+        dls.test_dl(pd.DataFrame({'user':[1, 2], 'item':[1, 1], 'timestamp':[pd.NaT, pd.Timestamp('1998-01-01')]}))
     assert len(dls.catalog_items()) == 1682 and len(dls.known_items()) == len(dls.classes['item']) - 1
     tr = dls.splits[0]
     r = ml100k.ratings.loc[ml100k.ratings.user <= 200].reset_index(drop=True).iloc[tr]
@@ -124,3 +126,17 @@ def test_learns_and_cold_start_beats_baselines_on_ml100k(ml100k, tables):
     assert curve.loc[0, 'tower'] < 1.02 * curve.loc[0, 'item_bias']        # metadata alone: near the baseline on a small, short run
     assert curve.loc[20, 'foldin'] < 0.96 * curve.loc[0, 'item_bias']      # 20 answers: clearly better
     assert curve.loc[20, 'foldin'] < curve.loc[5, 'foldin'] < curve.loc[0, 'foldin']
+
+def test_recommend_known_and_new_users(trained, ml100k):
+    "`learn.recommend` (collab_ext.learner) serves a known user without their seen items, and a metadata-only new user"
+    learn = trained
+    import collab_ext.learner  # noqa: F401
+    recs = learn.recommend(1, n=10)
+    assert len(recs) == 10 and not set(recs.item) & set(learn.dls.seen_items(1))
+    assert recs.columns[-1] == 'rating_pred' and recs.rating_pred.is_monotonic_decreasing
+    learn.dls.add_users(pd.DataFrame({'user':[7101], 'age':[25], 'gender':['F'], 'occupation':['writer'], 'zip1':['9']}))
+    new = learn.recommend(7101, n=5)
+    assert len(new) == 5 and np.isfinite(new.rating_pred).all()
+    direct = learn.predict_ratings(pd.DataFrame({'user':[7101]*5, 'item':new.item.tolist()}), unknown='na')
+    np.testing.assert_allclose(direct, new.rating_pred.to_numpy(), rtol=1e-5)
+    with pytest.raises(KeyError): learn.recommend(999999)
