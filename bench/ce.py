@@ -2,7 +2,8 @@
 
 Usage: python bench/ce.py [--epochs 10] [--bs 1024] [--lr 1e-2] [--seed 0] [--only NAME ...] [--no-half]
 Every model gets the same budget (bs, epochs, one-cycle lr); each row's wd / n_factors is its own tuned setting.
-MSE rows use fastai's `collab_learner` on `FastCollabDataLoaders`; their accuracy rounds the prediction to the nearest level.
+MSE rows use fastai's `collab_learner` on `FastCollabDataLoaders`, scored with `mse_metrics(levels)` (accuracy rounds the
+prediction to the nearest level); CE/ordinal rows with `ce_metrics()`. Metrics are off during the timed fit.
 """
 import argparse, time, warnings
 import numpy as np, torch
@@ -27,22 +28,10 @@ MODELS = {
     'ordinal NN':  ('ordinal', dict(use_nn=True, layers=[100]), 1.0),
 }
 
-def mse_scores(learn, levels):
-    "RMSE, MAE, nearest-level accuracy and within-one-star accuracy of an MSE learner on its validation set"
-    p,t = learn.get_preds()
-    p,t = p.view(-1).float(),t.view(-1).float()
-    lv = torch.as_tensor(levels)
-    hit = lv[nearest_level(p, levels)]
-    return dict(exp_rmse=((p-t)**2).mean().sqrt().item(), exp_mae=(p-t).abs().mean().item(), accuracy=(hit==t).float().mean().item(),
-                nll=float('nan'), within_1=((hit-t).abs()<=1+1e-4).float().mean().item(), ece=float('nan'))
-
-def ce_scores(learn):
-    "The `ce_metrics` of a CE/ordinal learner on its validation set"
-    probs,targs = learn.get_preds()
-    lv = learn.dls.levels
-    return dict(exp_rmse=expected_rmse(probs, targs, lv).item(), exp_mae=expected_mae(probs, targs, lv).item(),
-                accuracy=level_accuracy(probs, targs, lv).item(), nll=level_nll(probs, targs, lv).item(),
-                within_1=within_one_star(probs, targs, lv).item(), ece=calibration_error(probs, targs, lv).item())
+def scores(learn, metrics):
+    "`metrics` (fastai metrics) of `learn` on its validation set, by name"
+    learn.metrics = metrics
+    return dict(zip(learn.metrics.attrgot('name'), learn.validate()[1:]))
 
 def run(name, kind, kw, wd, fdls, cdls, args):
     torch.manual_seed(args.seed)
@@ -51,8 +40,8 @@ def run(name, kind, kw, wd, fdls, cdls, args):
     t0 = time.perf_counter()
     with learn.no_logging(): learn.fit_one_cycle(args.epochs, args.lr, wd=wd)
     secs = time.perf_counter() - t0
-    res = mse_scores(learn, cdls.levels) if kind=='mse' else ce_scores(learn)
-    return dict(model=name, wd=wd, **res, fit_s=secs)
+    res = scores(learn, mse_metrics(cdls.levels) if kind=='mse' else ce_metrics())
+    return dict(model=name, wd=wd, **{'nll': float('nan'), 'ece': float('nan'), **res}, fit_s=secs)
 
 def show(rows, title):
     print(f"\n{title}")

@@ -39,3 +39,14 @@ def test_bad_arguments(tmp_path):
     assert res.returncode == 1 and 'no such file' in res.stderr
     res = run('frobnicate')
     assert res.returncode == 2 and 'usage' in res.stdout
+
+def test_train_under_torchrun(tmp_path, ml100k_path):
+    "`collab_ext train` runs data-parallel under torchrun (gloo on CPU): one table, one RMSE line, one export"
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+           '--master_port', str(__import__('collab_ext.distributed', fromlist=['free_port']).free_port()),
+           '-m', 'collab_ext.cli', 'train', '--data', str(ml100k_path), '--epochs', '1', '--bs', '512', '--out', str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count('validation RMSE:') == 1 and res.stdout.count('train_loss') == 1
+    assert 0.85 < float(res.stdout.split('validation RMSE:')[1].split()[0]) < 1.0
+    assert (tmp_path/'model.pkl').exists()
