@@ -271,7 +271,7 @@ def test_unknown_ids_at_predict(bench_dls):
     with pytest.raises(KeyError, match=r"2 user\(s\) not in the training vocab of 943 \(2 rows\): 5000, 5001"): bench_dls.test_dl(rows)
     dl = bench_dls.test_dl(rows, unknown='na')
     assert dl.dataset.x.tolist() == [[1, 1], [0, 1], [0, 0]]
-    with pytest.raises(KeyError, match="close matches: .Toy Stori.: \[.Toy Story.\]"):
+    with pytest.raises(KeyError, match=r"close matches: .Toy Stori.: \[.Toy Story.\]"):
         FastCollabDataLoaders.from_df(pd.DataFrame({'u': [1, 2, 3, 4], 't': ['Toy Story', 'Heat', 'Up', 'Heat'], 'r': [1., 2., 3., 4.]}),
                                       seed=0, unseen='keep', valid_pct=0.25).test_dl(pd.DataFrame({'u': [1], 't': ['Toy Stori']}))
 
@@ -284,3 +284,7 @@ def test_from_csv_and_from_movielens(tmp_path, ratings, ml100k_path):
     dls = FastCollabDataLoaders.from_movielens(ml100k_path, seed=42, splitter=RandomRatingSplitter(), unseen='keep')
     assert len(dls.valid_ds) == 20_000 and dls.movielens.layout == 'ml-100k'
     assert dls.train_ds.titles.loc[50] == 'Star Wars (1977)'
+
+def test_split_without_training_rows_is_an_error(ratings):
+    with pytest.raises(CollabDataError, match='left no training rows'):
+        FastCollabDataLoaders.from_df(ratings.iloc[:100][['user','item','rating','timestamp']], splitter=TimeSplitter(cutoff='1990-01-01'))

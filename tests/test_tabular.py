@@ -140,3 +140,23 @@ def test_recommend_known_and_new_users(trained, ml100k):
     direct = learn.predict_ratings(pd.DataFrame({'user':[7101]*5, 'item':new.item.tolist()}), unknown='na')
     np.testing.assert_allclose(direct, new.rating_pred.to_numpy(), rtol=1e-5)
     with pytest.raises(KeyError): learn.recommend(999999)
+
+def test_integer_side_category_survives_missing_metadata():
+    "An int feature made float by a join with an id missing from the metadata keeps its labels ('1', not '1.0')"
+    r = pd.DataFrame({'user': [1, 2, 3, 1, 2, 3, 9], 'item': [1, 1, 1, 2, 2, 2, 1], 'rating': [4., 3., 5., 2., 4., 3., 1.]})
+    users = pd.DataFrame({'user': [1, 2, 3], 'agegrp': [1, 2, 2]})
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CollabWarning)
+        dls = TabularCollabDataLoaders.from_dfs(r, users=users, cat_names=['agegrp'], cont_names=[], bs=4, seed=0,
+                                                splitter=lambda df: (np.arange(7), np.arange(0)), unseen='keep')
+    assert list(dls.classes['agegrp'])[1:] == ['1', '2']
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CollabWarning)
+        x = dls.test_dl(pd.DataFrame({'user': [1, 2], 'item': [1, 1]})).dataset.x_cat
+    k = list(dls.classes).index('agegrp')
+    assert x[:, k].tolist() == [1, 2]                       # known users keep their category, not '#na#'
+
+def test_split_without_training_rows_is_an_error():
+    r = pd.DataFrame({'user': [1, 2], 'item': [1, 1], 'rating': [4., 3.]})
+    with pytest.raises(CollabDataError, match='left no training rows'):
+        TabularCollabDataLoaders.from_dfs(r, cat_names=[], cont_names=[], splitter=lambda df: (np.arange(0), np.arange(2)))
