@@ -137,7 +137,7 @@ def test_recommend_known_and_new_users(trained, ml100k):
     learn.dls.add_users(pd.DataFrame({'user':[7101], 'age':[25], 'gender':['F'], 'occupation':['writer'], 'zip1':['9']}))
     new = learn.recommend(7101, n=5)
     assert len(new) == 5 and np.isfinite(new.rating_pred).all()
-    direct = learn.predict_ratings(pd.DataFrame({'user':[7101]*5, 'item':new.item.tolist()}), unknown='na')
+    direct = learn.predict_ratings(pd.DataFrame({'user':[7101]*5, 'item':new.item.tolist()}))   # metadata-only user: no unknown='na' needed
     np.testing.assert_allclose(direct, new.rating_pred.to_numpy(), rtol=1e-5)
     with pytest.raises(KeyError): learn.recommend(999999)
 
