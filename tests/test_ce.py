@@ -14,13 +14,6 @@ from collab_ext.ce.data import *
 from collab_ext.ce.models import *
 from collab_ext.ce.learner import *
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    "These models are tiny: one torch thread is faster than two on a shared CPU (restored afterwards)"
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def quiet(learn):
     learn.remove_cb(ProgressCallback)
     return learn

@@ -10,13 +10,6 @@ from collab_ext.feedback import *
 from collab_ext.feedback_metrics import *
 from collab_ext.feedback_loop import *
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "One torch thread: on a small shared CPU two threads are far slower"
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def setup(seed=0, n_known=140, visit_rate=0.5):
     ml = synth_movielens(150, 120, 3000, seed=7)
     world = FeedbackWorld.from_movielens(ml, groups=[UserGroup('fans', ml.world.user_ids[:10], 5.)], visit_rate=visit_rate)

@@ -13,13 +13,6 @@ from collab_ext.models import *
 from collab_ext.learner import *
 from collab_ext.interpret import *
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    "One torch thread while this module runs (on a shared 2-core box OpenMP threads spin and slow small batches ~9x)"
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope='module')
 def dls(ratings):
     return FastCollabDataLoaders.from_df(ratings[['user','item','rating','title']], splitter=RandomRatingSplitter(0.2, 42),

@@ -16,13 +16,6 @@ from collab_ext.models import *
 from collab_ext.learner import *
 from collab_ext.learner import _to_ratings
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    "One torch thread while this module runs (on a shared 2-core box OpenMP threads spin and slow small batches ~9x)"
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def quiet_fit(learn, *args, **kw):
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(*args, **kw)
     return learn
