@@ -3,6 +3,7 @@
 from fastai.collab import *
 from fastai.tabular.all import *
 from .core import *
+from .fastloop import *
 from .synth import *
 from .data.all import *
 from .models import *

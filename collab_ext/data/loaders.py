@@ -130,7 +130,7 @@ class FastCollabDL(DataLoader):
         stop = n - n%bs if self.drop_last else n
         for i in range(0, stop, bs):
             j = idxs[i:i+bs]
-            yield tuple(t[j] for t in ts)
+            yield tuple(t.index_select(0, j) for t in ts)
 
     def __iter__(self):
         self.before_iter()

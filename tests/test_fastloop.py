@@ -1,0 +1,136 @@
+"`collab_ext.fastloop`: the lean loop trains bit for bit like fastai's own on the real ML-100k, for every learner kind."
+import os, subprocess, sys, warnings
+from contextlib import nullcontext
+import numpy as np, pandas as pd, pytest, torch
+from fastai.collab import CollabDataLoaders, collab_learner
+from fastai.callback.core import Callback
+from fastai.losses import MSELossFlat, CrossEntropyLossFlat
+from fastai.torch_core import TensorBase, TensorCategory
+import collab_ext.fastloop as fastloop
+from collab_ext.fastloop import lean_loop, stock_loop, lean_patches
+from collab_ext.core import CollabWarning
+from collab_ext.data.split import RandomRatingSplitter
+from collab_ext.data.loaders import FastCollabDataLoaders
+from collab_ext.ce.all import CollabCEDataLoaders, collab_ce_learner, ce_metrics
+
+@pytest.fixture(scope='module')
+def small(ratings):
+    "The ratings of ML-100k's first 250 users (about 26k rows)"
+    return ratings.loc[ratings.user <= 250, ['user','item','rating','timestamp','title']].reset_index(drop=True)
+
+def fit_both(make_learner, fit=lambda l: l.fit_one_cycle(2, 1e-2, wd=0.1)):
+    "The same learner trained from the same seed with fastai's loop and with the lean loop"
+    res = []
+    for ctx in (stock_loop, nullcontext):
+        with ctx():
+            assert all(lean_patches().values()) == (ctx is nullcontext)
+            torch.manual_seed(0); np.random.seed(0)
+            learn = make_learner()
+            with learn.no_bar(), learn.no_logging(): fit(learn)
+            res.append(learn)
+    return res
+
+def assert_same_training(a, b):
+    pa,pb = list(a.model.parameters()), list(b.model.parameters())
+    assert len(pa) == len(pb) and all(torch.equal(x, y) for x,y in zip(pa, pb))
+    for k in ('losses', 'values', 'lrs'): assert getattr(a.recorder, k) == getattr(b.recorder, k), k
+    assert a.recorder.__dict__.get('hps') == b.recorder.__dict__.get('hps')
+    sa,sb = a.opt.state_dict()['state'], b.opt.state_dict()['state']
+    assert len(sa) == len(sb) and all(torch.equal(x['avg_grad'], y['avg_grad']) for x,y in zip(sa, sb) if 'avg_grad' in x)
+
+def test_every_patch_installed_by_import():
+    assert lean_patches() and all(lean_patches().values()), lean_patches()
+
+def test_fast_loaders_train_identically(small):
+    a,b = fit_both(lambda: collab_learner(FastCollabDataLoaders.from_df(small, bs=256, seed=0, unseen='keep'),
+                                          n_factors=16, y_range=(0, 5.5)))
+    assert_same_training(a, b)
+    assert a.recorder.values[-1][0] < 1.0     # it learned: validation MSE well under the ratings' variance
+
+def test_stock_fastai_loaders_train_identically(small):
+    "Stock `CollabDataLoaders` (TabWeightedDL draws with numpy's global RNG, reseeded per run) under both loops"
+    mk = lambda: collab_learner(CollabDataLoaders.from_df(small[['user','item','rating']], bs=256, seed=0),
+                                n_factors=16, y_range=(0, 5.5))
+    assert_same_training(*fit_both(mk))
+
+def test_ce_learner_with_metrics_identical(small):
+    mk = lambda: collab_ce_learner(CollabCEDataLoaders.from_df(small, bs=256, seed=0, unseen='keep'), n_factors=8,
+                                   metrics=ce_metrics())
+    a,b = fit_both(mk, lambda l: l.fit_one_cycle(1, 3e-2, wd=0.1))
+    assert_same_training(a, b)
+    assert len(a.recorder.values[-1]) == 2 + len(ce_metrics())     # train loss, valid loss, every metric compared
+
+def test_tabular_learner_identical(ml100k):
+    "Metadata model: BatchNorm, dropout, separate no-wd parameter groups, `fit` without a schedule too"
+    from collab_ext.tabular import TabularCollabDataLoaders, tabular_collab_learner, movielens_tables
+    users,items = movielens_tables(ml100k)
+    r = ml100k.ratings.loc[ml100k.ratings.user <= 120, ['user','item','rating','timestamp']]
+    def mk():
+        "Fresh loaders each time: a loader's shuffling generator advances with every epoch it serves"
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', CollabWarning)
+            dls = TabularCollabDataLoaders.from_dfs(r, users, items, date_col='timestamp', cat_names=['gender','occupation'],
+                                                    cont_names=['age','year'], bs=256, seed=0, unseen='keep')
+        return tabular_collab_learner(dls, n_factors=8, layers=(16,))
+    assert_same_training(*fit_both(mk))
+    assert_same_training(*fit_both(mk, lambda l: l.fit(1, 1e-3, wd=0.01)))
+
+def test_get_preds_with_loss_identical(small):
+    dls = FastCollabDataLoaders.from_df(small, bs=256, seed=0, unseen='keep')
+    torch.manual_seed(0); learn = collab_learner(dls, n_factors=8, y_range=(0, 5.5))
+    with learn.no_bar():
+        with stock_loop(): p0,t0,l0 = learn.get_preds(with_loss=True)
+        p1,t1,l1 = learn.get_preds(with_loss=True)
+    assert torch.equal(p0, p1) and torch.equal(t0, t1) and torch.equal(l0, l1) and len(l1) == len(dls.valid_ds)
+
+def test_loss_types_and_values():
+    "Plain tensors stay plain; fastai's typed tensors still become `TensorBase`; the values never change"
+    p,t = torch.randn(10, 1), torch.randn(10, 1)
+    lean = MSELossFlat()(p, t)
+    with stock_loop(): stock = MSELossFlat()(p, t)
+    assert type(lean) is torch.Tensor and isinstance(stock, TensorBase) and torch.equal(lean, stock.as_subclass(torch.Tensor))
+    logits,cls = torch.randn(6, 5), TensorCategory(torch.tensor([0, 1, 2, 3, 4, 0]))
+    assert isinstance(CrossEntropyLossFlat()(logits, cls), TensorBase)
+    with stock_loop(): ref = CrossEntropyLossFlat()(logits, cls)
+    assert torch.equal(CrossEntropyLossFlat()(logits, cls), ref)
+
+def test_event_added_to_class_after_first_fit_still_runs(small):
+    "No stale cache: an event patched onto a callback class after a fit is called in the next fit"
+    class Counter(Callback): pass
+    dls = FastCollabDataLoaders.from_df(small, bs=1024, seed=0, unseen='keep')
+    learn = collab_learner(dls, n_factors=4, y_range=(0, 5.5), cbs=Counter())
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    Counter.after_batch = lambda self: setattr(self, 'n', getattr(self, 'n', 0) + 1)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    assert learn.counter.n == len(dls.train) + len(dls.valid)
+
+def test_lean_loop_off_and_back_on():
+    originals = {k: v for k,v in fastloop._STOCK.items()}
+    try:
+        assert not any(lean_loop(False).values())
+        assert all(getattr(*k) is v for k,v in originals.items())
+    finally: lean_loop(True)
+    assert all(lean_patches().values())
+    with stock_loop():
+        with stock_loop(): pass
+        assert not any(lean_patches().values())     # nested blocks restore what the outer one set
+    assert all(lean_patches().values())
+
+def test_changed_fastai_function_is_left_alone(monkeypatch):
+    "A fastai whose function differs from the mirrored source keeps its own version, with a warning naming it"
+    key = next(k for k in fastloop._PATCHES if k[1] == 'step')
+    monkeypatch.setitem(fastloop._PATCHES, key, (fastloop._PATCHES[key][0], '00000000'))
+    try:
+        with stock_loop():
+            with pytest.warns(CollabWarning, match=r'Optimizer\.step differ'): res = lean_loop(True)
+            assert res['Optimizer.step'] is False and sum(res.values()) == len(res) - 1
+    finally:
+        monkeypatch.undo(); lean_loop(True)
+    assert all(lean_patches().values())
+
+def test_env_var_keeps_fastai_loop():
+    code = "import collab_ext; from collab_ext.fastloop import lean_patches; print(sorted(set(lean_patches().values())))"
+    out = lambda env: subprocess.run([sys.executable, '-c', code], env={**os.environ, **env}, capture_output=True,
+                                     text=True, check=True).stdout.strip()
+    assert out({'COLLAB_EXT_LEAN_LOOP': '0'}) == '[False]'
+    assert out({'COLLAB_EXT_LEAN_LOOP': '1'}) == '[True]'
