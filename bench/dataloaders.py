@@ -2,21 +2,29 @@
 
 Benchmark split: ML-100k `u.data` in file order, `np.random.default_rng(42).permutation(100000)`, first 80,000 train.
 Stock DataLoaders are built exactly as `CollabDataLoaders.from_df` builds them (`TabularCollab` + `Categorify`),
-with that split passed in. Also times collab_ext's fast recipe and Surprise's tuned SVD.
+with that split passed in. Each pair runs twice: under fastai's own loop code (`collab_ext.fastloop.stock_loop`) and
+under collab_ext's lean loop (the default once collab_ext is imported), the same code on both sides of a pair.
+Also times collab_ext's fast recipe against stock fastai's whole chapter run and Surprise's tuned SVD.
 
-    python bench/dataloaders.py            # full run (~2-3 min on 2 cores)
+    python bench/dataloaders.py            # full run (~3-4 min on 2 cores)
     python bench/dataloaders.py --epochs 2 # shorter pairs
 """
 import argparse, time, warnings, json
+from contextlib import nullcontext
 import numpy as np, pandas as pd, torch
 warnings.simplefilter('ignore')
 from fastai.collab import collab_learner, TabularCollab
 from fastai.tabular.core import Categorify
 from fastai.data.block import TransformBlock
-from collab_ext.core import local_ml100k
+from collab_ext.core import local_ml100k, torch_gen
 from collab_ext.data.load import load_movielens
 from collab_ext.data.split import RandomRatingSplitter
-from collab_ext.data.loaders import FastCollabDataLoaders
+from collab_ext.data.loaders import FastCollabDataLoaders, FastCollabDL
+from collab_ext.fastloop import stock_loop
+from fastai.optimizer import Adam
+from fastai.losses import MSELossFlat
+
+LOOPS = dict(fastai=stock_loop, lean=nullcontext)
 
 def stock_dls(r, splits, bs):
     to = TabularCollab(r, [Categorify], ['user','item'], y_names=['rating'], y_block=TransformBlock(), splits=[list(s) for s in splits])
@@ -25,11 +33,22 @@ def stock_dls(r, splits, bs):
 def fast_dls(r, splits, bs):
     return FastCollabDataLoaders.from_df(r, bs=bs, seed=42, splitter=lambda df: splits, unseen='keep')
 
-def fit(dls, epochs, lr, wd, seed=42):
-    "Seconds of `fit_one_cycle` and the final validation RMSE, for fastai's collab_learner on `dls`"
+class WithReplacementDL(FastCollabDL):
+    "Control only: draws an epoch's rows with replacement, as stock fastai's `TabWeightedDL` does"
+    def get_idxs(self):
+        if not self.shuffle: return super().get_idxs()
+        if self._gen is None: self._gen = torch_gen(self.seed)
+        return torch.randint(self.n, (self.n,), generator=self._gen)
+
+def with_replacement(dls):
+    dls.train.__class__ = WithReplacementDL
+    return dls
+
+def fit(dls, epochs, lr, wd, loop='lean', seed=42):
+    "Seconds of `fit_one_cycle` and the final validation RMSE, for fastai's collab_learner on `dls`, under `loop`"
     torch.manual_seed(seed)
     learn = collab_learner(dls, n_factors=50, y_range=(0, 5.5))
-    with learn.no_bar(), learn.no_logging():
+    with LOOPS[loop](), learn.no_bar(), learn.no_logging():
         t = time.perf_counter(); learn.fit_one_cycle(epochs, lr, wd=wd); el = time.perf_counter() - t
         mse = float(learn.validate()[0])
     return el, mse**0.5
@@ -42,14 +61,14 @@ def iterate(dl, epochs=3):
     return (time.perf_counter() - t)/epochs
 
 def plain_loop(dls, epochs=2, lr=5e-3, wd=0.1, seed=42):
-    "Seconds per training epoch of the same model in a bare PyTorch loop (AdamW, no fastai Learner) on `dls.train`"
+    "Seconds per training epoch of the same model, `MSELossFlat` and fastai's `Adam` in a bare loop (no `Learner`) on `dls.train`"
     torch.manual_seed(seed)
     m = collab_learner(dls, n_factors=50, y_range=(0, 5.5)).model
-    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=wd)
+    opt, loss_func = Adam(list(m.parameters()), lr=lr, wd=wd), MSELossFlat()
     for _ in range(epochs):
         t = time.perf_counter()
         for x, y in dls.train:
-            loss = torch.nn.functional.mse_loss(m(x), y[:, 0]); opt.zero_grad(); loss.backward(); opt.step()
+            loss = loss_func(m(x), y); loss.backward(); opt.step(); opt.zero_grad()
         el = time.perf_counter() - t
     return el
 
@@ -70,34 +89,45 @@ def main(epochs=5, recipe_epochs=8):
     for bs in (64, 1024):
         t = time.perf_counter(); sd = stock_dls(r, splits, bs); t_sd = time.perf_counter() - t
         t = time.perf_counter(); fd = fast_dls(r, splits, bs); t_fd = time.perf_counter() - t
-        (s_el, s_rmse), (f_el, f_rmse) = fit(sd, epochs, 5e-3, 0.1), fit(fd, epochs, 5e-3, 0.1)
         s_it, f_it = iterate(sd.train), iterate(fd.train)
-        raw = plain_loop(fd)
         n_b = len(fd.train) + len(fd.valid)
-        rows.append(dict(bs=bs, stock_s_per_epoch=s_el/epochs, fast_s_per_epoch=f_el/epochs, speedup=s_el/f_el,
-                         stock_rmse=s_rmse, fast_rmse=f_rmse, rmse_diff=f_rmse-s_rmse, stock_dls_s=t_sd, fast_dls_s=t_fd,
-                         stock_batches_s=s_it, fast_batches_s=f_it, batches_speedup=s_it/f_it,
-                         learner_ms_per_batch=1000*(f_el/epochs - f_it)/n_b,
-                         plain_torch_train_s=raw, plain_ms_per_batch=1000*raw/len(fd.train)))
-        res[bs] = (s_el, s_rmse)
+        floor = plain_loop(fd)
+        for loop in LOOPS:
+            # fresh loaders per fit, so both loops see the same shuffles
+            (s_el, s_rmse), (f_el, f_rmse) = fit(stock_dls(r, splits, bs), epochs, 5e-3, 0.1, loop), fit(fast_dls(r, splits, bs), epochs, 5e-3, 0.1, loop)
+            rows.append(dict(bs=bs, loop=loop, stock_s_per_epoch=s_el/epochs, fast_s_per_epoch=f_el/epochs, speedup=s_el/f_el,
+                             stock_rmse=s_rmse, fast_rmse=f_rmse, rmse_diff=f_rmse-s_rmse,
+                             fast_ms_per_batch=1000*f_el/epochs/n_b, bare_loop_ms_per_batch=1000*floor/len(fd.train),
+                             stock_batches_s=s_it, fast_batches_s=f_it, batches_speedup=s_it/f_it, stock_dls_s=t_sd, fast_dls_s=t_fd))
+            res[bs, loop] = (s_el, s_rmse, f_el)
+    _, ctl_rmse = fit(with_replacement(fast_dls(r, splits, 64)), epochs, 5e-3, 0.1, 'lean')
+    df = pd.DataFrame(rows)
     print(f"## Same collab_learner(n_factors=50, y_range=(0,5.5)) + fit_one_cycle({epochs}, 5e-3, wd=0.1) on both DataLoaders")
-    print(pd.DataFrame(rows).round(4).to_string(index=False))
-    print("(stock/fast_batches_s: one epoch of training batches drawn with no model; learner_ms_per_batch: the rest of a"
-          " fast epoch per batch, i.e. fastai's Learner loop, loss, optimizer and the model itself; plain_torch_train_s:"
-          " the same model trained one epoch on the fast loader in a bare PyTorch loop, the floor without fastai's loop)")
-    stock_total = res[64][0]
+    print(df.round(4).to_string(index=False))
+    print("(loop: fastai = fastai's own Learner/loss/optimizer code, lean = collab_ext.fastloop's exact replacements, on"
+          " both sides of the pair; fast_ms_per_batch: a whole fast epoch per batch, train and validation;"
+          " bare_loop_ms_per_batch: the same model, MSELossFlat and fastai's Adam with no Learner, per training batch;"
+          " *_batches_s: one epoch of training batches drawn with no model)")
+    print(f"control: FastCollabDataLoaders drawing training rows with replacement, as stock's TabWeightedDL does "
+          f"(lean loop, bs=64): RMSE {ctl_rmse:.4f} vs stock {res[64,'lean'][1]:.4f} (diff {ctl_rmse-res[64,'lean'][1]:+.4f})")
+    for bs in (64, 1024):
+        print(f"bs={bs}: per-epoch speed-up {res[bs,'fastai'][0]/res[bs,'fastai'][2]:.2f}x under fastai's loop, "
+              f"{res[bs,'lean'][0]/res[bs,'lean'][2]:.2f}x under the lean loop; stock fastai (its loaders and loop) vs "
+              f"collab_ext (fast loaders, lean loop): {res[bs,'fastai'][0]/res[bs,'lean'][2]:.2f}x")
+    stock_total = res[64, 'fastai'][0]
     t = time.perf_counter(); fd = fast_dls(r, splits, 1024); t_fd = time.perf_counter() - t
     rec_el, rec_rmse = fit(fd, recipe_epochs, 3e-2, 1.0)
     svd_el, svd_rmse = surprise_svd(r, splits)
     print(f"\n## Fast recipe: FastCollabDataLoaders(bs=1024) + collab_learner(n_factors=50, y_range=(0,5.5)) + fit_one_cycle({recipe_epochs}, 3e-2, wd=1.0)")
     summary = pd.DataFrame([
-        dict(run=f'stock chapter recipe (bs=64, {epochs} epochs)', fit_s=stock_total, rmse=res[64][1], stock_time_over_this=1.0),
+        dict(run=f'stock fastai chapter recipe (bs=64, {epochs} epochs)', fit_s=stock_total, rmse=res[64,'fastai'][1], stock_time_over_this=1.0),
         dict(run=f'collab_ext fast recipe (DataLoaders built in {t_fd:.2f}s)', fit_s=rec_el, rmse=rec_rmse, stock_time_over_this=stock_total/rec_el),
         dict(run='Surprise SVD(100 factors, 100 epochs, lr .01, reg .15)', fit_s=svd_el, rmse=svd_rmse, stock_time_over_this=stock_total/svd_el)])
     print(summary.round(4).to_string(index=False))
     print(f"\nfast recipe: RMSE {rec_rmse:.4f} ({'<=' if rec_rmse <= 0.92 else '>'} 0.92), {stock_total/rec_el:.1f}x sooner than stock's {epochs}-epoch run, "
           f"{svd_el/rec_el:.2f}x sooner than Surprise's SVD fit")
-    print(json.dumps(dict(pairs=rows, recipe=dict(fit_s=rec_el, rmse=rec_rmse), svd=dict(fit_s=svd_el, rmse=svd_rmse), stock_total_s=stock_total)))
+    print(json.dumps(dict(pairs=rows, control_with_replacement_rmse=ctl_rmse, recipe=dict(fit_s=rec_el, rmse=rec_rmse),
+                          svd=dict(fit_s=svd_el, rmse=svd_rmse), stock_total_s=stock_total)))
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
