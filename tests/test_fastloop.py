@@ -134,3 +134,19 @@ def test_env_var_keeps_fastai_loop():
                                      text=True, check=True).stdout.strip()
     assert out({'COLLAB_EXT_LEAN_LOOP': '0'}) == '[False]'
     assert out({'COLLAB_EXT_LEAN_LOOP': '1'}) == '[True]'
+
+@pytest.mark.parametrize('how', ['flat_cos', 'sgdr', 'lr_find', 'callbacks'])
+def test_fastai_schedules_and_callbacks_identical(small, how, tmp_path):
+    "fastai's other schedules, the LR finder, and tracker callbacks behave the same under both loops"
+    from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+    from fastai.metrics import rmse
+    mk = lambda: collab_learner(FastCollabDataLoaders.from_df(small, bs=512, seed=0, unseen='keep'), n_factors=8,
+                                y_range=(0, 5.5), metrics=rmse, path=tmp_path)
+    fits = dict(flat_cos=lambda l: l.fit_flat_cos(2, 1e-2), sgdr=lambda l: l.fit_sgdr(2, 1, 1e-2),
+                lr_find=lambda l: setattr(l, 'sugg', l.lr_find(num_it=40, show_plot=False)),
+                callbacks=lambda l: l.fit(3, 1e-2, cbs=[SaveModelCallback(monitor='valid_loss', fname='best'),
+                                                          EarlyStoppingCallback(monitor='valid_loss', patience=1)]))
+    a,b = fit_both(mk, fits[how])
+    if how == 'lr_find':
+        assert a.sugg == b.sugg and a.recorder.losses == b.recorder.losses and a.recorder.lrs == b.recorder.lrs
+    else: assert_same_training(a, b)
