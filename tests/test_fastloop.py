@@ -36,7 +36,9 @@ def assert_same_training(a, b):
     for k in ('losses', 'values', 'lrs'): assert getattr(a.recorder, k) == getattr(b.recorder, k), k
     assert a.recorder.__dict__.get('hps') == b.recorder.__dict__.get('hps')
     sa,sb = a.opt.state_dict()['state'], b.opt.state_dict()['state']
-    assert len(sa) == len(sb) and all(torch.equal(x['avg_grad'], y['avg_grad']) for x,y in zip(sa, sb) if 'avg_grad' in x)
+    assert len(sa) == len(sb) and all(x.keys() == y.keys() for x,y in zip(sa, sb))
+    for x,y in zip(sa, sb):
+        for k in x: assert torch.equal(x[k], y[k]) if isinstance(x[k], torch.Tensor) else x[k] == y[k], k
 
 def test_every_patch_installed_by_import():
     assert lean_patches() and all(lean_patches().values()), lean_patches()
@@ -82,6 +84,7 @@ def test_get_preds_with_loss_identical(small):
         with stock_loop(): p0,t0,l0 = learn.get_preds(with_loss=True)
         p1,t1,l1 = learn.get_preds(with_loss=True)
     assert torch.equal(p0, p1) and torch.equal(t0, t1) and torch.equal(l0, l1) and len(l1) == len(dls.valid_ds)
+    assert isinstance(l0, TensorBase) and type(l1) is torch.Tensor     # the one documented difference: the loss's type
 
 def test_loss_types_and_values():
     "Plain tensors stay plain; fastai's typed tensors still become `TensorBase`; the values never change"
@@ -150,3 +153,71 @@ def test_fastai_schedules_and_callbacks_identical(small, how, tmp_path):
     if how == 'lr_find':
         assert a.sugg == b.sugg and a.recorder.losses == b.recorder.losses and a.recorder.lrs == b.recorder.lrs
     else: assert_same_training(a, b)
+
+
+@pytest.mark.parametrize('how', ['one_cycle_pct0', 'one_cycle_pct1', 'flat_cos_pct0'])
+def test_integer_phase_boundaries_identical(small, how):
+    "pct_start=0 or 1 gives integer `pcts` to combine_scheds: the schedule must still move as fastai's does"
+    mk = lambda: collab_learner(FastCollabDataLoaders.from_df(small, bs=1024, seed=0, unseen='keep'), n_factors=8, y_range=(0, 5.5))
+    fits = dict(one_cycle_pct0=lambda l: l.fit_one_cycle(1, 1e-2, pct_start=0), one_cycle_pct1=lambda l: l.fit_one_cycle(1, 1e-2, pct_start=1),
+                flat_cos_pct0=lambda l: l.fit_flat_cos(1, 1e-2, pct_start=0))
+    a,b = fit_both(mk, fits[how])
+    assert_same_training(a, b)
+    assert len(set(b.recorder.lrs)) > 5                  # the learning rate really was scheduled
+
+def test_combine_scheds_any_position_type():
+    "Integer pcts, float64 and float32 tensor positions, floats: the same values as fastai's own"
+    import fastai.callback.schedule as S
+    stock = fastloop._STOCK[S, 'combine_scheds']
+    for pcts in ([0, 1], [1, 0], [0.25, 0.75], [0.1, 0.2, 0.7]):
+        scheds = [S.SchedCos(0.1*i + 0.05, 0.4 + i) for i in range(len(pcts))]
+        f, g = stock(pcts, scheds), fastloop._lean_combine_scheds(pcts, scheds)
+        pos = [0.0, 1e-9, 0.1, 1/3, 0.25, 0.5, 0.7, 0.75, 0.999999, 1.0]
+        for p in pos + [torch.tensor(p, dtype=torch.float64) for p in pos] + [torch.tensor(p) for p in pos]:
+            x, y = f(p), g(p)
+            assert x == y or (np.isnan(x) and np.isnan(y)), (pcts, p)
+    with pytest.raises(RuntimeError): g(-0.5)          # fastai's own error for a position before the start
+
+def test_delegated_events_called_as_fastai_does(small):
+    "A callback delegating to another object, and an attribute found through Learner -> model, are called as by fastai"
+    class Inner:
+        n = 0
+        def after_batch(self): Inner.n += 1
+    class Proxy(Callback):
+        _default = 'inner'
+        def __init__(self): self.inner = Inner()
+    class Plain(Callback): pass
+    def fit(l):
+        Inner.n, hits = 0, [0]
+        l.model.after_batch = lambda: hits.__setitem__(0, hits[0] + 1)   # fastai calls this once per delegating callback
+        l.fit(1, 1e-3)
+        l.counts = (Inner.n, hits[0])
+    mk = lambda: collab_learner(FastCollabDataLoaders.from_df(small, bs=1024, seed=0, unseen='keep'), n_factors=4,
+                                y_range=(0, 5.5), cbs=[Proxy(), Plain()])
+    a,b = fit_both(mk, fit)
+    n = len(a.dls.train) + len(a.dls.valid)
+    assert a.counts == b.counts and a.counts[0] == n and a.counts[1] > n
+    assert_same_training(a, b)
+
+def test_event_lists_and_optimizer_subclasses(small):
+    "`learn([...])` dispatches every event; an Optimizer subclass's own `all_params` is honoured"
+    from fastai.optimizer import Optimizer, weight_decay, average_grad, average_sqr_grad, step_stat, adam_step
+    class SkipFirstGroupParam(Optimizer):
+        def all_params(self, n=slice(None), with_grad=False):
+            res = super().all_params(n, with_grad)
+            return res[1:] if with_grad else res
+    opt = lambda params, lr, **kw: SkipFirstGroupParam(params, [weight_decay, average_grad, average_sqr_grad, step_stat, adam_step],
+                                                       lr=lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01)
+    mk = lambda: collab_learner(FastCollabDataLoaders.from_df(small, bs=1024, seed=0, unseen='keep'), n_factors=4,
+                                y_range=(0, 5.5), opt_func=opt)
+    a,b = fit_both(mk, lambda l: l.fit(1, 1e-2))
+    assert_same_training(a, b)
+    first = next(b.model.parameters())
+    torch.manual_seed(0)
+    assert torch.equal(first, next(mk().model.parameters()))   # the skipped parameter was never updated
+    seen = []
+    class Log(Callback):
+        def before_fit(self): seen.append('before_fit')
+        def after_fit(self): seen.append('after_fit')
+    b.add_cb(Log()); b(['before_fit', 'after_fit'])
+    assert seen == ['before_fit', 'after_fit']
