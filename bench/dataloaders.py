@@ -61,8 +61,8 @@ def iterate(dl, epochs=3):
     return (time.perf_counter() - t)/epochs
 
 def bare_loop(dls, epochs=2, lr=5e-3, wd=0.1, seed=42):
-    "Seconds of the last of `epochs` epochs (train, then validation loss) of the same model, `MSELossFlat` and fastai's `Adam`
-    in a bare loop with no `Learner`, run with fastai's code as shipped: the floor a `Learner` epoch could reach"
+    """Seconds of the last of `epochs` epochs (train, then validation loss) of the same model, `MSELossFlat` and fastai's
+    `Adam` in a bare loop with no `Learner`, run with fastai's code as shipped: the floor a `Learner` epoch could reach"""
     torch.manual_seed(seed)
     m = collab_learner(dls, n_factors=50, y_range=(0, 5.5)).model
     with stock_loop():
@@ -114,7 +114,7 @@ def main(epochs=5, recipe_epochs=8, repeats=2):
     df = pd.DataFrame(rows)
     print(f"## Same collab_learner(n_factors=50, y_range=(0,5.5)) + fit_one_cycle({epochs}, 5e-3, wd=0.1) on both DataLoaders")
     print(df.round(4).to_string(index=False))
-    print("(loop: fastai = fastai's own Learner/loss/optimizer code, lean = collab_ext.fastloop's exact replacements, on"
+    print("(loop: fastai = fastai's own Learner/loss/optimizer code, lean = collab_ext.fastloop's same-result replacements, on"
           " both sides of the pair; fast_ms_per_batch: a whole fast epoch per batch, train and validation;"
           " bare_loop_ms_per_batch: the same, for the same model, MSELossFlat and fastai's Adam (fastai's code as shipped) in a bare loop with no Learner;"
           " *_batches_s: one epoch of training batches drawn with no model; fits: fits per side, the fastest shown)")
