@@ -11,7 +11,7 @@ Also times collab_ext's fast recipe against stock fastai's whole chapter run and
 """
 import argparse, time, warnings, json
 from contextlib import nullcontext
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 warnings.simplefilter('ignore')
 from fastai.collab import collab_learner, TabularCollab
 from fastai.tabular.core import Categorify
@@ -88,7 +88,6 @@ def surprise_svd(r, splits):
     return el, accuracy.rmse(preds, verbose=False)
 
 def main(epochs=5, recipe_epochs=8, repeats=2):
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     r = load_movielens(local_ml100k()).ratings[['user','item','rating']]
     splits = RandomRatingSplitter(0.2, 42)(r)
     rows, res = [], {}

@@ -59,35 +59,29 @@ def measure_one(cache, n_all, op, n) -> dict:
     return dict(op=op, n=n, seconds=secs, peak=m.peak, raw=raw, users=int(df.user.nunique()), items=int(df.item.nunique()))
 
 def breakdown(cache, n_all, n) -> list:
-    "Peak memory of the steps of `from_df` (and of a proposed leaner last step), in multiples of the raw columns"
+    "Peak memory of the steps of `from_df` (and of the heavier steps it replaced), in multiples of the raw columns"
     import torch
     from collab_ext.distributed import peak_memory
-    from collab_ext.data.core import clean_ratings, duplicate_pairs, check_rating_values, make_vocab, encode_ids
+    from collab_ext.data.core import clean_ratings, duplicate_pairs, check_rating_values, make_vocab
     from collab_ext.data.split import RandomRatingSplitter, resolve_unseen
-    from collab_ext.data.loaders import CollabTensors, _encode_frame
+    from collab_ext.data.loaders import _encode
     df = load(cache, n_all, n, COLS[:3]); raw = 12*n; gc.collect()
     tr,va = RandomRatingSplitter(0.2, 42)(df)
     classes = {c: make_vocab(df[c].to_numpy()[tr]) for c in ('user','item')}
-    def full_then_splits():    # what from_df does: encode all rows, then copy each split out of them
-        full = _encode_frame(df, classes, ['rating'], None, unknown='na')
+    def full_then_splits():    # from_df before the fix: encode all rows, then copy each split out of them
+        full = _encode(df, classes, ['rating'], unknown='na')
         return [(full.x[torch.as_tensor(s)], full.y[torch.as_tensor(s)]) for s in (tr,va)]
-    def per_split():           # proposed: encode each split's rows directly; no full-size tensors
-        res = []
-        for s in (tr,va):
-            x = np.empty((len(s), 2), np.int64)
-            for k,c in enumerate(('user','item')): x[:,k] = encode_ids(df[c].to_numpy()[s], classes[c], c, 'na')
-            res.append((torch.from_numpy(x), torch.from_numpy(df['rating'].to_numpy()[s][:,None])))
-        return res
+    per_split = lambda: [_encode(df, classes, ['rating'], rows=s, unknown='na') for s in (tr,va)]   # what from_df does now
     pieces = [('clean_ratings (whole)', lambda: clean_ratings(df, 'user', 'item', 'rating')),
               ('  duplicate_pairs', lambda: duplicate_pairs(df.user.to_numpy(), df.item.to_numpy())),
               ('  check_rating_values', lambda: check_rating_values(df, 'rating')),
               ('RandomRatingSplitter', lambda: RandomRatingSplitter(0.2, 42)(df)),
               ('resolve_unseen', lambda: resolve_unseen(df, (tr,va), 'keep', 'user', 'item')),
               ('make_vocab (user and item)', lambda: [make_vocab(df[c].to_numpy()[tr]) for c in ('user','item')]),
-              ('encode all rows, then copy the splits out (from_df today)', full_then_splits),
-              ('  proposed: encode each split directly', per_split),
-              ('dls.splits kept as int64 (tr, va)', lambda: (tr.copy(), va.copy())),
-              ('  proposed: as int32', lambda: (tr.astype(np.int32), va.astype(np.int32)))]
+              ('before: encode all rows, then copy the splits out', full_then_splits),
+              ('from_df: encode each split directly', per_split),
+              ('before: dls.splits kept as int64 (tr, va)', lambda: (tr.copy(), va.copy())),
+              ('from_df: dls.splits as int32', lambda: (tr.astype(np.int32), va.astype(np.int32)))]
     res = []
     for name,f in pieces:
         gc.collect()
@@ -182,7 +176,7 @@ def main():
               f"from_df {e['from_df']:.1f} s; train {e['train']:.1f} s = {e['train_rows']/e['train']:,.0f} ratings/s; "
               f"validation {e['valid']:.1f} s = {e['valid_rows']/e['valid']:,.0f} ratings/s; valid MSE {e['valid_mse']:.3f}")
     if not a.no_ddp:
-        print(f"\nDDP (torchrun, gloo, CPU, 1 thread per process), examples/ddp_train.py, dot model, 2 epochs, seconds per training epoch:")
+        print("\nDDP (torchrun, gloo, CPU, 1 thread per process), examples/ddp_train.py, dot model, 2 epochs, seconds per training epoch:")
         for data,gbs in (('ml100k', 1024), (f'synth:{int(a.ddp_rows)}', 8192)):
             d = ddp_epochs(data, gbs); t1,t2 = np.mean(d[1]),np.mean(d[2])
             print(f"  {data:14s} global batch {gbs:5d}: 1 process {t1:6.1f} s {d[1]}   2 processes {t2:6.1f} s {d[2]}   speed-up x{t1/t2:.2f}", flush=True)

@@ -1,7 +1,7 @@
 "Shared pytest fixtures: the real ML-100k from `$COLLAB_EXT_DATA` (default ../shared/data)."
-import os, warnings
-import numpy as np, pandas as pd, pytest
-from collab_ext.core import local_ml100k, data_dir, CollabWarning
+import os
+import pytest
+from collab_ext.core import local_ml100k, data_dir
 
 IN_CI = os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
 
@@ -32,3 +32,23 @@ def ml100k(ml100k_path):
 def ratings(ml100k):
     "A copy of the real ML-100k ratings (u.data file order)"
     return ml100k.ratings.copy()
+
+@pytest.fixture(scope='session')
+def ml_dls(ratings):
+    "`FastCollabDataLoaders` on the benchmark split of the real ML-100k (bs=4096, titles kept)"
+    from collab_ext.data.split import RandomRatingSplitter
+    from collab_ext.data.loaders import FastCollabDataLoaders
+    return FastCollabDataLoaders.from_df(ratings[['user','item','rating','title']], splitter=RandomRatingSplitter(0.2, 42),
+                                         bs=4096, seed=42, unseen='keep')
+
+@pytest.fixture(scope='session')
+def ml_dot_learn(ml_dls):
+    "A 16-factor `DotProductBias` trained 2 epochs on `ml_dls` (shared, read-only: tests must not train it further)"
+    from fastai.learner import Learner
+    from fastai.losses import MSELossFlat
+    import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
+    from collab_ext.models import DotProductBias
+    torch.manual_seed(0)
+    learn = Learner(ml_dls, DotProductBias.from_dls(ml_dls, 16), loss_func=MSELossFlat())
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(2, 3e-2, wd=1.0)
+    return learn

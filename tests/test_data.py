@@ -1,6 +1,5 @@
 "Foundation data layer: loaders of every layout, splitters' guarantees, DataLoaders contract with fastai, bad input."
-import warnings, pickle
-from pathlib import Path
+import pickle
 import numpy as np, pandas as pd, pytest, torch
 from hypothesis import given, settings, strategies as st, HealthCheck
 from fastai.collab import collab_learner, TabularCollab, EmbeddingDotBias
@@ -8,7 +7,7 @@ from fastai.tabular.core import Categorify
 from fastai.data.block import TransformBlock
 from fastai.learner import load_learner
 from collab_ext.core import CollabDataError, CollabWarning
-from collab_ext.data.load import load_movielens, MovieLensData
+from collab_ext.data.load import load_movielens
 from collab_ext.data.core import crosstab, ratings_matrix, clean_ratings
 from collab_ext.data.split import *
 from collab_ext.data.loaders import FastCollabDataLoaders
@@ -219,9 +218,13 @@ def test_each_row_once_per_epoch_and_seeded(bench_dls):
     xs = torch.cat([x for x, y in bench_dls.train])
     assert len(xs) == 78*1024 == len(bench_dls.train)*1024
     assert len(torch.unique(xs[:,0]*10_000 + xs[:,1])) == len(xs)
-    a = FastCollabDataLoaders.from_df(bench_dls.train_ds.decode(bench_dls.train_ds.x[:5000], bench_dls.train_ds.y[:5000]).drop(columns='title'), seed=3, bs=100, unseen='keep')
-    b = FastCollabDataLoaders.from_df(bench_dls.train_ds.decode(bench_dls.train_ds.x[:5000], bench_dls.train_ds.y[:5000]).drop(columns='title'), seed=3, bs=100, unseen='keep')
-    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(a.train, b.train))
+    df = bench_dls.train_ds.decode(bench_dls.train_ds.x[:5000], bench_dls.train_ds.y[:5000]).drop(columns='title')
+    order = lambda dl: torch.cat([x for x, _ in dl])
+    a, b, c = (FastCollabDataLoaders.from_df(df, seed=s, bs=100, unseen='keep') for s in (3, 3, 4))
+    a1, a2, b1, c1 = order(a.train), order(a.train), order(b.train), order(c.train)
+    assert torch.equal(a1, b1)                                        # same seed, same order
+    assert not torch.equal(a1, a.train.dataset.x[:len(a1)])           # shuffled, not file order
+    assert not torch.equal(a1, a2) and not torch.equal(a1, c1)        # a new order every epoch, another for another seed
 
 def test_pickle_loader(bench_dls):
     dl = pickle.loads(pickle.dumps(bench_dls.valid))
@@ -261,6 +264,11 @@ def test_string_and_int_ids_both_work():
         learn = collab_learner(dls, n_factors=4, y_range=(0, 5.5))
         with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
         assert np.isfinite(learn.validate()[0])
+        ids = list(dls.classes['user'])
+        assert ids[0] == '#na#' and ids[1:] == sorted(ids[1:]) and set(ids[1:]) <= set(df.user)   # the ids themselves, sorted
+        assert all(type(i) is (str if pd.api.types.is_string_dtype(df.user) else int) for i in ids[1:])
+        p = learn.predict_ratings(df.iloc[:3], unknown='na')
+        assert len(p) == 3 and np.isfinite(p).all()
     with pytest.raises(CollabDataError, match='mixes id types'):
         FastCollabDataLoaders.from_df(r.assign(user=[1 if k % 2 else 'a' for k in range(len(r))]))
     with pytest.raises(CollabDataError, match="missing id"):

@@ -1,7 +1,7 @@
 "`collab_ext.fastloop`: the lean loop trains bit for bit like fastai's own on the real ML-100k, for every learner kind."
 import os, subprocess, sys, warnings
 from contextlib import nullcontext
-import numpy as np, pandas as pd, pytest, torch
+import numpy as np, pytest, torch
 from fastai.collab import CollabDataLoaders, collab_learner
 from fastai.callback.core import Callback
 from fastai.losses import MSELossFlat, CrossEntropyLossFlat
@@ -9,7 +9,6 @@ from fastai.torch_core import TensorBase, TensorCategory
 import collab_ext.fastloop as fastloop
 from collab_ext.fastloop import lean_loop, stock_loop, lean_patches
 from collab_ext.core import CollabWarning
-from collab_ext.data.split import RandomRatingSplitter
 from collab_ext.data.loaders import FastCollabDataLoaders
 from collab_ext.ce.all import CollabCEDataLoaders, collab_ce_learner, ce_metrics
 

@@ -19,7 +19,6 @@ def test_no_dense_users_by_items():
     "200,000 users × 150,000 items: a dense float32 matrix would need 120 GB; both functions stay under 50 MB"
     k = np.arange(300_000)
     df = pd.DataFrame({'user': k % 200_000, 'item': k % 150_000, 'rating': (k % 5 + 1).astype(np.float32)})
-    assert 200_000 * 150_000 * 4 > 100e9
     rm = None
     def _rm():
         nonlocal rm; rm = ratings_matrix(df); return rm

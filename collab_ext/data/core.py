@@ -151,11 +151,8 @@ class SparseRatings(fastuple):
 def ratings_matrix(ratings:pd.DataFrame, user_name:str='user', item_name:str='item', rating_name:str='rating',
                    dtype=np.float32, duplicates:str='last') -> SparseRatings:
     "`scipy.sparse` CSR matrix of `ratings` (rows users, columns items, sorted ids) plus both id indexes"
-    check_columns(ratings, [user_name, item_name, rating_name])
-    for n in (user_name, item_name): check_ids(ratings, n)
-    vals = check_rating_values(ratings, rating_name)
     if duplicates == 'keep': raise CollabDataError("ratings_matrix holds one value per (user, item): use duplicates='last', 'mean' or 'error'")
-    ratings = dedup_ratings(ratings.assign(**{rating_name: vals}), user_name, item_name, rating_name, duplicates)
+    ratings = clean_ratings(ratings, user_name, item_name, rating_name, duplicates)
     ucodes,uids = pd.factorize(ratings[user_name], sort=True)
     icodes,iids = pd.factorize(ratings[item_name], sort=True)
     m = sp.csr_matrix((ratings[rating_name].to_numpy(dtype), (ucodes, icodes)), shape=(len(uids), len(iids)))

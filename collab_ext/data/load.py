@@ -27,7 +27,6 @@ def _first_wrong_width(fn, sep, n, encoding, header):
     "1-based number of the first line of `fn` that does not have `n` fields"
     import csv
     text = Path(fn).read_text(encoding=encoding)
-    if sep == '\x1f': sep = '::'
     rows = csv.reader(io.StringIO(text)) if sep == ',' else (l.split(sep) for l in text.splitlines())
     for k,row in enumerate(rows, 1):
         if (k > 1 or not header) and row and len(row) != n: return k
@@ -37,15 +36,14 @@ def _first_wrong_width(fn, sep, n, encoding, header):
 def read_table(fn, names, sep, numeric=(), header=False, encoding='latin-1') -> pd.DataFrame:
     "Read a delimited MovieLens file into columns `names`, checking field counts and `numeric` columns line by line"
     fn = Path(fn)
-    src = fn
-    if len(sep) > 1:   # '::' files: pandas' C parser only takes one-char separators
-        src = io.StringIO(fn.read_text(encoding=encoding).replace(sep, '\x1f'))
-        sep = '\x1f'
+    src,psep = fn,sep
+    if len(sep) > 1:   # '::' files: pandas' C parser only takes one-char separators (bytes: no decoded copy of the file)
+        src,psep = io.BytesIO(fn.read_bytes().replace(sep.encode(encoding), b'\x1f')),'\x1f'
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('error', pd.errors.ParserWarning)   # pandas truncates extra fields with only a warning
-            df = pd.read_csv(src, sep=sep, header=0 if header else None, names=names, encoding=None if isinstance(src, io.StringIO) else encoding,
-                             index_col=False, quoting=3 if sep!=',' else 0, dtype={n:str for n in names if n not in numeric},
+            df = pd.read_csv(src, sep=psep, header=0 if header else None, names=names, encoding=encoding,
+                             index_col=False, quoting=3 if psep!=',' else 0, dtype={n:str for n in names if n not in numeric},
                              on_bad_lines='error', engine='c', skip_blank_lines=True)
     except pd.errors.ParserWarning:
         raise _bad_line(fn, _first_wrong_width(fn, sep, len(names), encoding, header), f"expected {len(names)} fields") from None

@@ -45,19 +45,12 @@ class CollabTensors:
     def __repr__(self): return f"{type(self).__name__}({len(self)} rows: {self.user_name} × {self.item_name} → {self.rating_name})"
 
 # %% ../../nbs/05_data.loaders.ipynb #72ac0956
-def _encode_frame(df:pd.DataFrame, classes:dict, y_names:list, titles=None, with_labels:bool=True, unknown:str='error') -> CollabTensors:
-    "`CollabTensors` of an already checked frame `df`, ids coded with `classes`"
-    names = list(classes)
-    if len(df) == 0: x = np.zeros((0, 2), np.int64)
-    else: x = np.stack([encode_ids(df[n].to_numpy(), classes[n], n, unknown) for n in names], 1)
-    y = torch.tensor(df[y_names[0]].to_numpy(np.float32)[:,None]) if with_labels else None
-    return CollabTensors(torch.from_numpy(x), y, classes, y_names, titles)
-
-# %% ../../nbs/05_data.loaders.ipynb #81ae3f8a
-def _encode_rows(df:pd.DataFrame, rows, classes:dict, y_names:list, titles=None) -> CollabTensors:
-    "`CollabTensors` of the rows at positions `rows` of the checked frame `df` (ids outside the vocab → `#na#`)"
-    x = np.stack([encode_ids(df[n].to_numpy()[rows], classes[n], n, 'na') for n in classes], 1)
-    y = torch.from_numpy(np.ascontiguousarray(df[y_names[0]].to_numpy(np.float32)[rows][:,None]))
+def _encode(df:pd.DataFrame, classes:dict, y_names:list, titles=None, rows=None, with_labels:bool=True,
+            unknown:str='error') -> CollabTensors:
+    "`CollabTensors` of the checked frame `df` (only the rows at positions `rows` when given), ids coded with `classes`"
+    col = lambda n: df[n].to_numpy() if rows is None else df[n].to_numpy()[rows]
+    x = np.stack([encode_ids(col(n), classes[n], n, unknown) for n in classes], 1)
+    y = torch.from_numpy(np.ascontiguousarray(col(y_names[0]).astype(np.float32, copy=False)[:,None])) if with_labels else None
     return CollabTensors(torch.from_numpy(x), y, classes, y_names, titles)
 
 # %% ../../nbs/05_data.loaders.ipynb #14f0a2da
@@ -67,7 +60,7 @@ def encode(self:CollabTensors, df:pd.DataFrame, with_labels:bool=None, unknown:s
     with_labels = ifnone(with_labels, self.rating_name in df.columns)
     if len(df): df = clean_ratings(df, self.user_name, self.item_name, self.rating_name, duplicates=duplicates, need_rating=with_labels)
     else: check_columns(df, [self.user_name, self.item_name])
-    return _encode_frame(df, self.classes, self.y_names, self.titles, with_labels, unknown)
+    return _encode(df, self.classes, self.y_names, self.titles, with_labels=with_labels, unknown=unknown)
 
 # %% ../../nbs/05_data.loaders.ipynb #e9f2c127
 @patch
@@ -215,7 +208,7 @@ class FastCollabDataLoaders(DataLoaders):
         if len(tr) == 0: raise CollabDataError(f"the splitter {splitter!r} left no training rows (of {len(df)})")
         classes = {n: make_vocab(df[n].to_numpy()[tr]) for n in names[:2]}
         titles = _titles(df, names[1])
-        dss = [_encode_rows(df, s, classes, [names[2]], titles) for s in (tr,va)]   # each split encoded directly: no full-size copy
+        dss = [_encode(df, classes, [names[2]], titles, rows=s, unknown='na') for s in (tr,va)]   # each split encoded directly: no full-size copy
         device = ifnone(device, default_device())
         dls = cls(FastCollabDL(dss[0], bs=bs, shuffle=True, drop_last=len(tr) > bs, seed=seed, **kwargs),
                   FastCollabDL(dss[1], bs=ifnone(val_bs, bs), shuffle=False, seed=seed, **kwargs), path=path, device=device)
@@ -274,6 +267,9 @@ def train_codes(dls) -> tuple:
     ds = dls.train_ds
     if isinstance(ds, CollabTensors):
         x = to_np(ds.x)
-        return x[:,0],x[:,1],(to_np(ds.y)[:,0] if ds.y is not None else np.full(len(x), np.nan, np.float32))
+        if ds.y is None: return x[:,0],x[:,1],np.full(len(x), np.nan, np.float32)
+        y = to_np(ds.y).reshape(len(x), -1)[:,0]
+        if getattr(ds, 'levels', None) is not None: y = np.asarray(ds.levels, dtype=np.float32)[y]   # CE class codes → stars
+        return x[:,0],x[:,1],y
     u,i,r = collab_names(dls)
     return ds.xs[u].to_numpy(),ds.xs[i].to_numpy(),ds.ys[r].to_numpy()    # fastai's TabularPandas, codes after Categorify

@@ -86,9 +86,9 @@ class _ColdSplitter:
     def __init__(self, valid_pct:float=0.2, seed:int=42, name:str=None): store_attr()
     def __call__(self, df):
         v = _col(df, self.name, self._pos, self._what)
-        if self.seed is None: self.seed = np.random.randint(2**31)
+        seed = self.seed if self.seed is not None else np.random.randint(2**31)   # as RandomRatingSplitter: never changes `self`
         uniq = np.sort(pd.unique(v)) if v.dtype != object else np.array(sorted(pd.unique(v), key=str), dtype=object)
-        held = np.random.default_rng(self.seed).permutation(len(uniq))[:int(round(len(uniq)*self.valid_pct))]
+        held = np.random.default_rng(seed).permutation(len(uniq))[:int(round(len(uniq)*self.valid_pct))]
         valid = pd.Index(uniq[held]).get_indexer(v) >= 0
         return np.flatnonzero(~valid), np.flatnonzero(valid)
     __repr__ = basic_repr('valid_pct,seed,name')
