@@ -13,6 +13,7 @@ from fastai.torch_core import to_np
 from .core import *
 from .models import model_factors
 from .data.loaders import collab_names, train_codes
+from .learner import _seen_index, _user_code
 
 # %% auto #0
 __all__ = ['CollabInterpretation']
@@ -72,10 +73,7 @@ def item_code(self:CollabInterpretation, item) -> int:
 @patch
 def user_code(self:CollabInterpretation, user) -> int:
     "Vocab code of `user`; `KeyError` with close matches when unknown"
-    o2i = self.dls.classes[self.user_name].o2i
-    if user in o2i and user != '#na#': return o2i[user]
-    raise KeyError(f"user {user!r} is not in the training vocab ({len(self.users)-1} users); "
-                   f"close matches: {close_matches(user, self.users[1:]) or 'none'}")
+    return _user_code(self.dls, user)
 
 # %% ../nbs/31_interpret.ipynb #120ee036
 @patch
@@ -197,6 +195,6 @@ def user_nearest_items(self:CollabInterpretation, user, n:int=5, exclude_seen:bo
     c = self.user_code(user)
     drop = []
     if exclude_seen:
-        uc,ic,_ = train_codes(self.dls)
-        drop = np.unique(ic[uc == c]).tolist()
+        i,starts = _seen_index(self.dls)
+        drop = np.unique(i[starts[c]:starts[c+1]]).tolist()
     return self._ranked(_cosine(uf[c], f), n, drop=drop)

@@ -14,16 +14,18 @@ from fastai.layers import sigmoid_range
 from fastai.layers import Embedding
 from fastai.tabular.model import get_emb_sz
 from .core import *
+from .data.loaders import collab_names
 
 # %% auto #0
 __all__ = ['DotProduct', 'create_params', 'DotProductBias', 'CollabNN', 'model_factors']
 
 # %% ../nbs/10_models.ipynb #d391e464
 def _sizes(dls, user_name=None, item_name=None):
-    "Vocab sizes (users, items) of `dls.classes`, users first unless named"
+    "Vocab sizes (users, items) of `dls.classes`: the columns `user_name`, `item_name`, by default those of `collab_names`"
     cls = dls.classes
     names = list(cls)
-    u,i = ifnone(user_name, names[0]), ifnone(item_name, names[1])
+    u,i,_ = collab_names(dls)
+    u,i = ifnone(user_name, u), ifnone(item_name, i)
     for n in (u,i):
         if n not in cls: raise CollabDataError(f"dls.classes has no {n!r}; it has {names}")
     return len(cls[u]), len(cls[i])
@@ -99,6 +101,7 @@ def _weight(o, detach=True):
 def model_factors(model:nn.Module, detach:bool=True) -> dict:
     "`user_factors`, `item_factors`, `user_bias`, `item_bias` of a collab model (None where it has none); live tensors if not `detach`"
     names = ('user_factors','item_factors','user_bias','item_bias')
+    model = getattr(model, 'scorer', getattr(model, 'score', model))     # ce models: `CollabOrdinal.scorer`, `CollabCEDot.score`
     if hasattr(model, 'u_weight'):   parts = (model.u_weight, model.i_weight, model.u_bias, model.i_bias)    # fastai EmbeddingDotBias
     elif hasattr(model, 'embeds'):   parts = (model.embeds[0], model.embeds[1], None, None)                  # fastai EmbeddingNN
     elif hasattr(model, 'item_factors'): parts = tuple(getattr(model, n, None) for n in names)

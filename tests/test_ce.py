@@ -1,6 +1,6 @@
 "Contracts of `collab_ext.ce`: levels, class-index targets, CE/ordinal learners, metrics, export, bad input."
 import warnings
-import numpy as np, pandas as pd, pytest, torch
+import numpy as np, pytest, torch
 from hypothesis import given, settings, assume, strategies as st
 from fastai.learner import load_learner
 from fastai.interpret import ClassificationInterpretation
@@ -199,9 +199,14 @@ def test_ordinal_monotonic():
     assert (e[1:] >= e[:-1]).all()
 
 def test_ordinal_loss_is_nll():
+    "NLL of P(y=k) = σ(c_{k-1}) - σ(c_k), with σ(c_{-1}) = 1 and σ(c_{K-1}) = 0, `c_k` = logit P(y > k)"
     c,t = torch.randn(20, 4).sort(1, descending=True)[0],torch.randint(0, 5, (20,))
+    cum = torch.cat([torch.ones(20, 1), torch.sigmoid(c.double()), torch.zeros(20, 1)], 1)     # P(y > k-1), k = 0..K
+    nll = -(cum[torch.arange(20), t] - cum[torch.arange(20), t+1]).log()
     lf = OrdinalLoss()
-    torch.testing.assert_close(lf(c, t), -lf.activation(c)[torch.arange(20), t].log().mean())
+    torch.testing.assert_close(lf(c, t).double(), nll.mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(OrdinalLoss(reduction='none')(c, t).double(), nll, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lf.activation(c).double(), cum[:,:-1] - cum[:,1:], rtol=1e-5, atol=1e-6)
 
 def test_metrics_match_functions(small_dls):
     torch.manual_seed(0)

@@ -1,28 +1,19 @@
 "CollabInterpretation values against direct computations (collab_ext.interpret)"
-import warnings
-import numpy as np, pandas as pd, pytest, torch
+import numpy as np, pytest, torch
 import torch.nn.functional as F
-from fastai.learner import Learner
-from fastai.losses import MSELossFlat
+from scipy.stats import spearmanr
 from fastai.callback.schedule import *
 from fastai.collab import collab_learner
 from collab_ext.core import CollabWarning, CollabDataError
-from collab_ext.data.split import RandomRatingSplitter
-from collab_ext.data.loaders import FastCollabDataLoaders
 from collab_ext.models import *
 from collab_ext.learner import *
 from collab_ext.interpret import *
 
 @pytest.fixture(scope='module')
-def dls(ratings):
-    return FastCollabDataLoaders.from_df(ratings[['user','item','rating','title']], splitter=RandomRatingSplitter(0.2, 42),
-                                         bs=4096, seed=42, unseen='keep')
+def dls(ml_dls): return ml_dls            # conftest's benchmark-split loaders
 
 @pytest.fixture(scope='module')
-def learn(dls):
-    l = Learner(dls, DotProductBias.from_dls(dls, 16), loss_func=MSELossFlat())
-    with l.no_bar(), l.no_logging(): l.fit_one_cycle(2, 3e-2, wd=1.0)
-    return l
+def learn(ml_dot_learn): return ml_dot_learn
 
 @pytest.fixture(scope='module')
 def interp(learn): return CollabInterpretation.from_learner(learn)
@@ -54,8 +45,7 @@ def test_bias_vs_mean(interp):
     assert (t.bias_rank.to_numpy() == t.bias.rank(ascending=False, method='first').astype(int).to_numpy()).all()
     assert (t.mean_rank.to_numpy() == t.mean_rating.rank(ascending=False, method='first').astype(int).to_numpy()).all()
     assert (t.rank_shift == t.mean_rank - t.bias_rank).all()
-    rho = np.corrcoef(t.bias_rank, t.mean_rank)[0,1]
-    assert t.attrs['spearman'] == pytest.approx(rho)
+    assert t.attrs['spearman'] == pytest.approx(spearmanr(t.bias, t.mean_rating).statistic, abs=1e-3)   # ties: first vs average ranks
     a = interp.rank_agreement(n=10, min_count=30)
     assert a['top_n_overlap'] == len(set(t.nsmallest(10, 'bias_rank').index) & set(t.nsmallest(10, 'mean_rank').index))
 
@@ -78,18 +68,27 @@ def test_user_nearest_items(interp, learn, dls):
     seen = set(dls.seen_items(13))
     assert not seen & set(interp.user_nearest_items(13, 20, exclude_seen=True).item)
 
-def test_pca_matches_svd(interp, learn):
+def test_pca_properties(interp, learn):
+    "Principal components: centred, uncorrelated, of decreasing variance = the covariance's top eigenvalues; pc0 on its top eigenvector"
     p = interp.item_pca(n_items=300, k=3)
     assert len(p) == 300 and p['count'].is_monotonic_decreasing
-    x = learn.model.item_factors.detach()[torch.as_tensor(p.index.to_numpy())]
-    x = x - x.mean(0)
-    vt = torch.linalg.svd(x, full_matrices=False)[2]
-    for j in range(3): np.testing.assert_allclose(p[f'pc{j}'].to_numpy(), (x @ vt[j]).numpy(), rtol=1e-4, atol=1e-5)
+    pcs = p[['pc0','pc1','pc2']].to_numpy(np.float64)
+    np.testing.assert_allclose(pcs.mean(0), 0, atol=1e-5)
+    cov = np.cov(pcs, rowvar=False)
+    np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0, atol=1e-5 * cov[0,0])
+    assert cov[0,0] >= cov[1,1] >= cov[2,2] > 0
+    f = learn.model.item_factors.detach().numpy().astype(np.float64)[p.index.to_numpy()]
+    evals,evecs = np.linalg.eigh(np.cov(f, rowvar=False))
+    np.testing.assert_allclose(np.diag(cov), evals[::-1][:3], rtol=1e-4)
+    pc0 = (f - f.mean(0)) @ evecs[:,-1]
+    np.testing.assert_allclose(np.abs(p.pc0.to_numpy()), np.abs(pc0), rtol=1e-3, atol=1e-5)
+    assert np.sign(p.pc0.to_numpy() @ pc0) * p.pc0.to_numpy() == pytest.approx(pc0, rel=1e-3, abs=1e-5)
 
 def test_bad_input(interp):
     with pytest.raises(KeyError, match=r'Fargo \(1996\)'): interp.most_similar('Fargo (1969)')
     with pytest.raises(KeyError, match='not in the training vocab'): interp.most_similar(123456)
     with pytest.raises(KeyError, match='user'): interp.user_nearest_items('nobody')
+    with pytest.raises(KeyError, match='user'): interp.user_code('#na#')
     with pytest.warns(CollabWarning, match='9999'): interp.most_similar(1, 9999)
 
 def test_fastai_models(dls):
@@ -101,3 +100,35 @@ def test_fastai_models(dls):
     with pytest.raises(TypeError, match='no item bias'): nn_i.bias_vs_mean()
     assert len(nn_i.most_similar(1, 4)) == 4
     with pytest.raises(CollabDataError, match='differ in size'): nn_i.user_nearest_items(1)
+
+@pytest.fixture(scope='module')
+def ce_learners():
+    "Small untrained `collab_ce_learner`s (CE dot, ordinal dot) on synthetic 1-5 star data"
+    from collab_ext.synth import synth_movielens
+    from collab_ext.ce.data import CollabCEDataLoaders
+    from collab_ext.ce.learner import collab_ce_learner
+    small = synth_movielens(n_users=60, n_items=80, n_ratings=2000, seed=3).ratings[['user','item','rating']]
+    dls = CollabCEDataLoaders.from_df(small, bs=256, seed=0, unseen='keep')
+    torch.manual_seed(0)
+    return [collab_ce_learner(dls, n_factors=6, loss=loss) for loss in ('ce', 'ordinal')]
+
+def test_ce_models_factors(ce_learners):
+    "The ce models' factors and biases are their `DotScore`'s"
+    for l in ce_learners:
+        i,s = CollabInterpretation(l),getattr(l.model, 'scorer', getattr(l.model, 'score', None))
+        torch.testing.assert_close(i.parts['item_factors'], s.i_weight.weight.detach())
+        torch.testing.assert_close(i.parts['user_factors'], s.u_weight.weight.detach())
+        torch.testing.assert_close(i.parts['item_bias'], s.i_bias.weight.detach()[:,0])
+
+def test_ce_models_interpret(ce_learners):
+    "Biases and nearest items of ce models; item stats in stars (needs `train_codes` on `CollabCEDataLoaders`)"
+    for l in ce_learners:
+        i,s = CollabInterpretation(l),getattr(l.model, 'scorer', getattr(l.model, 'score', None))
+        order = [c for c in torch.argsort(s.i_bias.weight.detach()[:,0]).tolist() if c]
+        assert i.lowest_biases(4).index.tolist() == order[:4]
+        fi = s.i_weight.weight.detach()
+        sims = F.cosine_similarity(fi[1][None], fi, dim=1)
+        sims[0] = sims[1] = -2
+        assert i.most_similar(l.dls.classes['item'][1], 5).index.tolist() == torch.argsort(sims, descending=True)[:5].tolist()
+        t = i.item_table()
+        assert t['mean_rating'].dropna().between(1, 5).all() and t['count'].sum() == len(l.dls.train_ds)

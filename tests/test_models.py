@@ -1,5 +1,4 @@
 "Chapter-8 models, batched prediction, recommendations and the L2 callback (collab_ext.models, collab_ext.learner)"
-import warnings
 import numpy as np, pandas as pd, pytest, torch
 from torch import nn
 from fastai.learner import Learner, load_learner
@@ -10,7 +9,6 @@ from fastai.collab import collab_learner, EmbeddingDotBias, EmbeddingNN
 from fastai.tabular.model import get_emb_sz
 from collab_ext.core import CollabWarning, CollabDataError
 from collab_ext.synth import synth_movielens
-from collab_ext.data.split import RandomRatingSplitter
 from collab_ext.data.loaders import FastCollabDataLoaders
 from collab_ext.models import *
 from collab_ext.learner import *
@@ -24,15 +22,6 @@ def quiet_fit(learn, *args, **kw):
 def synth_dls():
     ml = synth_movielens(n_users=80, n_items=120, n_ratings=5000, seed=3)
     return FastCollabDataLoaders.from_df(ml.ratings[['user','item','rating','title']], bs=256, seed=3, unseen='keep')
-
-@pytest.fixture(scope='module')
-def ml_dls(ratings):
-    return FastCollabDataLoaders.from_df(ratings[['user','item','rating','title']], splitter=RandomRatingSplitter(0.2, 42),
-                                         bs=4096, seed=42, unseen='keep')
-
-@pytest.fixture(scope='module')
-def ml_learn(ml_dls):
-    return quiet_fit(Learner(ml_dls, DotProductBias.from_dls(ml_dls, 16), loss_func=MSELossFlat()), 2, 3e-2, wd=1.0)
 
 def make_models(dls):
     return [DotProduct.from_dls(dls, 8, y_range=(0, 5.5)), DotProductBias.from_dls(dls, 8), CollabNN.from_dls(dls, 6, 10),
@@ -74,7 +63,27 @@ def test_predict_ratings_unknown(synth_dls):
     learn = Learner(synth_dls, DotProductBias.from_dls(synth_dls, 4), loss_func=MSELossFlat())
     bad = pd.DataFrame({'user': [synth_dls.classes['user'][1], 10**6], 'item': [synth_dls.classes['item'][1]]*2})
     with pytest.raises(KeyError, match=str(10**6)): learn.predict_ratings(bad)
-    assert learn.predict_ratings(bad, unknown='na').shape == (2,)
+    p = learn.predict_ratings(bad, unknown='na')
+    learn.model.eval()
+    with torch.no_grad(): expected = learn.model(torch.tensor([[1, 1], [0, 1]])).numpy()       # the unknown user is the `#na#` row
+    np.testing.assert_allclose(p, expected, rtol=1e-6)
+
+def test_sizes_follow_collab_names():
+    "`from_dls` sizes users and items by `collab_names`, not by the order of `dls.classes`"
+    from types import SimpleNamespace
+    dls = SimpleNamespace(classes={'item': ['#na#']+list(range(3)), 'user': ['#na#']+list(range(5))},
+                          train_ds=SimpleNamespace(user_name='user', item_name='item', rating_name='rating'))
+    m = DotProductBias.from_dls(dls, 2)
+    assert m.user_factors.shape == (6, 2) and m.item_factors.shape == (4, 2)
+    assert DotProductBias.from_dls(dls, 2, user_name='item', item_name='user').user_factors.shape == (4, 2)
+
+def test_model_factors_ce_models():
+    "`model_factors` reads the `DotScore` inside `CollabCEDot` and `CollabOrdinal`"
+    from collab_ext.ce.models import DotScore, CollabCEDot, CollabOrdinal
+    for m in (CollabCEDot(5, 7, [1., 2., 3.], 4), CollabOrdinal(DotScore(5, 7, 4), 3, 5, 7)):
+        s,f = getattr(m, 'scorer', getattr(m, 'score', None)),model_factors(m)
+        assert f['user_factors'].shape == (5, 4) and f['item_bias'].shape == (7,)
+        assert model_factors(m, detach=False)['item_factors'] is s.i_weight.weight
 
 class _LevelsModel(nn.Module):
     "A stand-in classification head: 5 logits per row, favouring level index `k`"
@@ -100,21 +109,21 @@ def test_known_and_seen_items(ml_dls, ratings):
         assert set(ml_dls.seen_items(u)) == set(tr.item[tr.user == u])
     assert ml_dls.titles[50] == 'Star Wars (1977)'
 
-def test_recommend_excludes_seen(ml_learn, ml_dls):
-    recs = ml_learn.recommend(196, n=15)
+def test_recommend_excludes_seen(ml_dot_learn, ml_dls):
+    recs = ml_dot_learn.recommend(196, n=15)
     assert len(recs) == 15 and list(recs.columns) == ['item', 'title', 'rating_pred']
     assert not set(recs.item) & set(ml_dls.seen_items(196))
     assert (np.diff(recs.rating_pred.to_numpy()) <= 0).all()
     # the top-15 equals brute force over unseen items
     cand = [i for i in ml_dls.known_items() if i not in set(ml_dls.seen_items(196))]
-    p = ml_learn.predict_ratings(pd.DataFrame({'user': 196, 'item': cand}))
+    p = ml_dot_learn.predict_ratings(pd.DataFrame({'user': 196, 'item': cand}))
     np.testing.assert_allclose(recs.rating_pred.to_numpy(), np.sort(p)[::-1][:15], rtol=1e-6)
     assert recs.title.iloc[0] == ml_dls.titles[recs.item.iloc[0]]
 
-def test_recommend_bad_input(ml_learn, ml_dls):
-    with pytest.raises(KeyError, match='close matches'): ml_learn.recommend(99999)
+def test_recommend_bad_input(ml_dot_learn, ml_dls):
+    with pytest.raises(KeyError, match='close matches'): ml_dot_learn.recommend(99999)
     with pytest.warns(CollabWarning, match='5000'):
-        recs = ml_learn.recommend(1, n=5000)
+        recs = ml_dot_learn.recommend(1, n=5000)
     assert len(recs) == len(ml_dls.known_items()) - len(ml_dls.seen_items(1))
 
 def test_export_load_round_trip(synth_dls, tmp_path):

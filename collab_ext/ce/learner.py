@@ -11,7 +11,7 @@ from torch import Tensor
 from fastcore.all import *
 from fastai.torch_core import to_np, tensor
 from fastai.learner import Learner, Metric
-from fastai.metrics import AccumMetric
+from fastai.metrics import AccumMetric, rmse, mae
 from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.tabular.model import get_emb_sz, tabular_config
@@ -22,8 +22,8 @@ from .models import *
 
 # %% auto #0
 __all__ = ['level_accuracy', 'expected_rmse', 'expected_mae', 'level_nll', 'within_one_star', 'calibration_error', 'LevelMetric',
-           'ce_metrics', 'rounded_accuracy', 'rounded_within_one', 'rating_rmse', 'rating_mae', 'RoundedAccuracy',
-           'RoundedWithinOne', 'mse_metrics', 'no_wd_params', 'NoWDCallback', 'collab_ce_learner']
+           'ce_metrics', 'rounded_accuracy', 'rounded_within_one', 'RoundedAccuracy', 'RoundedWithinOne', 'mse_metrics',
+           'no_wd_params', 'NoWDCallback', 'collab_ce_learner']
 
 # %% ../../nbs/22_ce.learner.ipynb #db4f6ee1
 def level_accuracy(probs:Tensor, targ:Tensor, levels) -> Tensor:
@@ -98,14 +98,6 @@ def rounded_within_one(preds:Tensor, targ:Tensor, levels) -> Tensor:
     lv = np.asarray(levels, dtype=np.float32)
     return torch.as_tensor((np.abs(lv[nearest_level(preds, levels)] - _np(targ).ravel()) <= 1+1e-4).mean())
 
-def rating_rmse(preds:Tensor, targ:Tensor) -> Tensor:
-    "RMSE of rating predictions"
-    return ((preds.float().view(-1) - targ.float().view(-1))**2).mean().sqrt()
-
-def rating_mae(preds:Tensor, targ:Tensor) -> Tensor:
-    "MAE of rating predictions"
-    return (preds.float().view(-1) - targ.float().view(-1)).abs().mean()
-
 # %% ../../nbs/22_ce.learner.ipynb #82b72762
 def RoundedAccuracy(levels) -> AccumMetric:
     "Accuracy of an MSE model's predictions rounded to the nearest of `levels` (named like `ce_metrics`' accuracy)"
@@ -116,8 +108,8 @@ def RoundedWithinOne(levels) -> AccumMetric:
     return AccumMetric(rounded_within_one, levels=check_levels(levels), name='within_1')
 
 def mse_metrics(levels) -> list:
-    "Fresh metrics for a learner predicting ratings, named like `ce_metrics`: RMSE, MAE, rounded accuracy and within one star"
-    return [AccumMetric(rating_rmse, name='exp_rmse'), AccumMetric(rating_mae, name='exp_mae'),
+    "Fresh metrics for a learner predicting ratings, named like `ce_metrics`: fastai's RMSE and MAE, rounded accuracy and within one star"
+    return [AccumMetric(rmse.func, name='exp_rmse'), AccumMetric(mae, name='exp_mae'),
             RoundedAccuracy(levels), RoundedWithinOne(levels)]
 
 # %% ../../nbs/22_ce.learner.ipynb #95116915
@@ -140,7 +132,7 @@ class NoWDCallback(Callback):
 @delegates(Learner.__init__)
 def collab_ce_learner(dls, n_factors:int=50, use_nn:bool=False, loss:str='ce', emb_szs:dict=None, layers:list=None,
                       config:dict=None, user_thresholds:bool=True, loss_func=None, metrics=None, cbs=None, **kwargs) -> Learner:
-    "A fastai `Learner` predicting rating levels on `CollabCEDataLoaders` `dls`: cross-entropy (`loss='ce'`) or ordinal (`'ordinal'`)"
+    "A fastai `Learner` predicting rating levels on `CollabCEDataLoaders` `dls`: cross-entropy (`loss='ce'`) or ordinal (`'ordinal'`); with `use_nn`, `n_factors` is the hidden width unless `layers` is given"
     if not hasattr(dls, 'levels'): raise CollabDataError("collab_ce_learner needs `CollabCEDataLoaders` (targets as rating levels), "
                                                          f"got {type(dls).__name__}")
     if loss not in ('ce','ordinal'): raise CollabDataError(f"loss must be 'ce' or 'ordinal', got {loss!r}")
