@@ -5,7 +5,7 @@ Run from the repo root: `python bench/tabular.py` (all parts) or `python bench/t
 Warm: the benchmark split (u.data order, `RandomRatingSplitter(0.2, 42)`); cold items / cold users: `ColdItemSplitter(0.2, 42)` /
 `ColdUserSplitter(0.2, 42)`; fold-in: k known ratings of each cold user revealed in a seeded order, the same rows scored for every k."""
 import sys, time, warnings
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 from fastai.learner import Learner
 from fastai.losses import MSELossFlat
 from collab_ext.models import DotProductBias
@@ -81,27 +81,25 @@ def warm():
         rows.append(row(name, valid_rmse(l), best_id, s))
     show("Warm: benchmark split (RandomRatingSplitter(0.2, 42)); vs_baseline = vs best id-only", rows)
 
-def cold_items():
-    dls = make_dls(ColdItemSplitter(0.2, 42))
+def cold_rows(splitter, warm_side):
+    "Loaders, train/valid rows, targets, the `warm_side`-bias baseline and the hybrid's rows for a cold-start split"
+    dls = make_dls(splitter)
     tr,va = dls.splits
     train,valid = R.iloc[tr], R.iloc[va]
     y = valid.rating.to_numpy()
-    base = rmse_np(BiasBaseline('user').fit(train).predict(valid), y)
-    rows = [row("user-bias baseline (global mean + shrunk user bias)", base, base)]
+    base = rmse_np(BiasBaseline(warm_side).fit(train).predict(valid), y)
+    rows = [row(f"{warm_side}-bias baseline (global mean + shrunk {warm_side} bias)", base, base)]
     l,s = fit(dls)
     for st in ('mean','tower'): rows.append(row(f"hybrid, strategy={st!r}", rmse_np(predict_cold(l, valid, st), y), base, s))
-    show(f"Cold items: ColdItemSplitter(0.2, 42), {len(va)} ratings of {valid.item.nunique()} unseen items", rows)
+    return dls, l, train, valid, y, base, rows
+
+def cold_items():
+    dls, l, train, valid, y, base, rows = cold_rows(ColdItemSplitter(0.2, 42), 'user')
+    show(f"Cold items: ColdItemSplitter(0.2, 42), {len(valid)} ratings of {valid.item.nunique()} unseen items", rows)
 
 def cold_users(ablation=False):
     sp = ColdUserSplitter(0.2, 42)
-    dls = make_dls(sp)
-    tr,va = dls.splits
-    train,valid = R.iloc[tr], R.iloc[va]
-    y = valid.rating.to_numpy()
-    base = rmse_np(BiasBaseline('item').fit(train).predict(valid), y)
-    rows = [row("item-bias baseline (global mean + shrunk item bias)", base, base)]
-    l,s = fit(dls)
-    for st in ('mean','tower'): rows.append(row(f"hybrid, strategy={st!r}", rmse_np(predict_cold(l, valid, st), y), base, s))
+    dls, l, train, valid, y, base, rows = cold_rows(sp, 'item')
     l1,s1 = fit(dls, p_id=0.1)
     rows.append(row("hybrid with id dropout p_id=0.1, strategy='tower'", rmse_np(predict_cold(l1, valid, 'tower'), y), base, s1))
     if ablation:
@@ -111,7 +109,7 @@ def cold_users(ablation=False):
                                 ("all user features but zip1 (chosen after this ablation, same split)", ['gender','occupation'], ['age']+ITEM_CONTS)]:
             la,sa = fit(make_dls(sp, cats, conts))
             rows.append(row(f"ablation: {name}, tower", rmse_np(predict_cold(la, valid, 'tower'), y), base, sa))
-    show(f"Cold users: ColdUserSplitter(0.2, 42), {len(va)} ratings of {valid.user.nunique()} unseen users", rows)
+    show(f"Cold users: ColdUserSplitter(0.2, 42), {len(valid)} ratings of {valid.user.nunique()} unseen users", rows)
     return l, train, valid
 
 def foldin(learn=None, train=None, cold=None):

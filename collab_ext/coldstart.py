@@ -11,9 +11,10 @@ import numpy as np, pandas as pd, torch
 from fastcore.all import *
 from .core import *
 from .tabular import *
+from .feedback_metrics import rmse_vs_world
 
 # %% auto #0
-__all__ = ['BiasBaseline', 'rmse_np', 'model_parts', 'mean_id_embeddings', 'FoldIn', 'predict_cold', 'recommend_cold',
+__all__ = ['rmse_np', 'BiasBaseline', 'model_parts', 'mean_id_embeddings', 'FoldIn', 'predict_cold', 'recommend_cold',
            'reveal_order', 'foldin_curve', 'plot_foldin_curve']
 
 # %% ../nbs/41_coldstart.ipynb #8344c6c5
@@ -34,9 +35,7 @@ class BiasBaseline:
     __repr__ = basic_repr('key,shrink')
 
 # %% ../nbs/41_coldstart.ipynb #26d3ce1c
-def rmse_np(pred, targ) -> float:
-    "Root mean squared error of two arrays"
-    return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - np.asarray(targ, np.float64))**2)))
+rmse_np = rmse_vs_world     # root mean squared error of two arrays (one implementation, in `feedback_metrics`)
 
 # %% ../nbs/41_coldstart.ipynb #0ecec336
 def model_parts(learn, df:pd.DataFrame, bs:int=8192) -> tuple:
@@ -77,15 +76,18 @@ class FoldIn:
         X = np.concatenate([np.ones((len(v),1)), v], 1)
         codes,self.users = pd.factorize(known[m.user_name])
         f = X.shape[1]
-        A = np.zeros((len(self.users), f, f)); b = np.zeros((len(self.users), f))
-        np.add.at(A, codes, X[:,:,None]*X[:,None,:]); np.add.at(b, codes, X*e[:,None])
+        order = np.argsort(codes, kind='stable')                 # rows grouped by user: no (n, f, f) temporary
+        Xs,counts = X[order], np.bincount(codes, minlength=len(self.users))
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        A = np.stack([Xs[a:a+c].T @ Xs[a:a+c] for a,c in zip(starts, counts)])
+        b = np.add.reduceat(Xs*e[order,None], starts, axis=0)
         A += np.diag([self.lam_bias] + [self.lam]*(f-1))
         self.coef = np.linalg.solve(A, b[:,:,None])[:,:,0]
         return self
-    def predict(self, df:pd.DataFrame) -> np.ndarray:
-        "Predictions for the rows of `df`: the model's (metadata tower for new ids) plus each fitted user's correction"
+    def predict(self, df:pd.DataFrame, parts:tuple=None) -> np.ndarray:
+        "Predictions for the rows of `df`: the model's (metadata tower for new ids) plus each fitted user's correction (`parts`: `model_parts` of `df`, if at hand)"
         m = self.learn.dls.meta
-        p,_,v = model_parts(self.learn, df)
+        p,_,v = model_parts(self.learn, df) if parts is None else parts
         pos = pd.Index(self.users).get_indexer(df[m.user_name].to_numpy())
         c = np.where(pos[:,None] >= 0, self.coef[np.maximum(pos, 0)], 0.)
         return np.clip(p + c[:,0] + (c[:,1:]*v).sum(1), *self.learn.model.y_range)
@@ -140,15 +142,17 @@ def foldin_curve(learn, cold:pd.DataFrame, train:pd.DataFrame, ks=(0,1,2,3,5,10,
     scored = cold[rank >= max(ks)]
     y = scored[m.rating_name].to_numpy()
     base = BiasBaseline(m.item_name, shrink, m.rating_name).fit(train)
+    parts = model_parts(learn, scored)                  # the tower and every fold-in score these rows: run the model once
     fixed = dict(item_bias=rmse_np(base.predict(scored), y), mean=rmse_np(predict_cold(learn, scored, 'mean'), y),
-                 tower=rmse_np(predict_cold(learn, scored, 'tower'), y))
+                 tower=rmse_np(parts[0], y))
     rows = []
     for k in ks:
         known = cold[rank < k]
         res = (known[m.rating_name] - base.predict(known)).groupby(known[m.user_name].to_numpy())
         ub = (res.sum() / (res.count() + shrink)).reindex(scored[m.user_name].to_numpy()).fillna(0.).to_numpy()
         rows.append(dict(k=k, **fixed, bias_foldin=rmse_np(base.predict(scored) + ub, y),
-                         foldin=rmse_np(predict_cold(learn, scored, 'foldin', known, lam, lam_bias), y), n_scored=len(y)))
+                         foldin=rmse_np(FoldIn(learn, lam, lam_bias).fit(known).predict(scored, parts) if len(known) else parts[0], y),
+                         n_scored=len(y)))
     return pd.DataFrame(rows).set_index('k')
 
 # %% ../nbs/41_coldstart.ipynb #d2838331

@@ -24,6 +24,7 @@ from .data.load import *
 from .data.core import *
 from .data.split import *
 from .data.loaders import *
+from .data.loaders import _titles
 
 # %% auto #0
 __all__ = ['check_meta', 'join_meta', 'check_cont', 'check_dates', 'TabularCollabMeta', 'TabularCollabTensors', 'TabularCollabDL',
@@ -45,6 +46,7 @@ def check_meta(meta:pd.DataFrame, key:str, what:str='users') -> pd.DataFrame:
 def join_meta(df:pd.DataFrame, meta:pd.DataFrame, key:str, what:str='users', warn:bool=True) -> pd.DataFrame:
     "`df` with the columns of `meta` (indexed by `key`) it lacks, row for row; ids without metadata get missing values, counted in a `CollabWarning`"
     cols = [c for c in meta.columns if c not in df.columns]
+    if not cols: return df.copy(deep=False)        # nothing to join (no metadata table, or all its columns in `df`): no warning
     ids = df[key].to_numpy()
     miss = meta.index.get_indexer(ids) < 0
     if miss.all() and len(meta) and len(df) and meta.index.dtype != df[key].dtype:
@@ -174,7 +176,12 @@ def encode(self:TabularCollabMeta, df:pd.DataFrame, with_labels:bool=None, unkno
             v = df[n].to_numpy()
             no_meta = ~pd.Index(v).isin(tab.index)
             if no_meta.any(): encode_ids(v[no_meta], self.classes[n], n, unknown)
-    df = self._fill_new_missing(self.prepare(df, warn), warn)
+    return self._encode_prepared(self.prepare(df, warn), with_labels, warn)
+
+@patch
+def _encode_prepared(self:TabularCollabMeta, df:pd.DataFrame, with_labels:bool, warn:bool=True) -> TabularCollabTensors:
+    "Tensors of rows `df` already cleaned and `prepare`d: new missing values filled, then the fitted procs"
+    df = self._fill_new_missing(df, warn)
     to = self.to.new(df)
     to.process()
     y = torch.from_numpy(df[self.rating_name].to_numpy(np.float32, copy=True)[:,None]) if with_labels else None
@@ -264,7 +271,7 @@ class TabularCollabDataLoaders(DataLoaders):
             cat_names,cont_names = ifnone(cat_names, uc+ic), ifnone(cont_names, un+inn)
         for n,s in _sides(cont_names, um, im, df).items(): check_cont({'user':um, 'item':im, 'ctx':df}[s], n)   # counts rows of its own table
         meta = TabularCollabMeta(user_name, item_name, rating_name, um, im, _sides(cat_names, um, im, df), _sides(cont_names, um, im, df),
-                                 date_col, *date_parts, titles=_titles(df, im, item_name))
+                                 date_col, *date_parts, titles=im['title'] if 'title' in im.columns else _titles(df, item_name))
         if seed is None: seed = int(torch.randint(0, 2**31-1, (1,)).item())   # one draw for split and shuffle, as `from_df`
         splitter = with_names(ifnone(splitter, RandomRatingSplitter(valid_pct, seed)), user_name, item_name)
         unseen = ifnone(unseen, 'keep' if getattr(splitter, 'expects_unseen', False) else 'warn')
@@ -278,7 +285,8 @@ class TabularCollabDataLoaders(DataLoaders):
         meta.to,meta.medians = to.new_empty(), {n: float(np.nanmedian(full[n].to_numpy()[tr])) for n in to.cont_names}
         if date_col: meta.time_fill = df[date_col].iloc[tr].max()
         meta.seen = df.iloc[tr].groupby(user_name)[item_name].apply(np.asarray).to_dict()
-        ds = meta.encode(df, with_labels=True, unknown='na', warn=False)
+        if date_col and df[date_col].isna().any(): full = meta.prepare(df, warn=False)   # missing dates: encoded filled with the latest training time
+        ds = meta._encode_prepared(full, with_labels=True, warn=False)
         dss = [TabularCollabTensors(ds.x_cat[s], ds.x_cont[s], ds.y[s], meta) for s in map(torch.as_tensor, (tr,va))]
         dls = cls(TabularCollabDL(dss[0], bs=bs, shuffle=True, drop_last=len(tr) > bs, seed=seed, **kwargs),
                   TabularCollabDL(dss[1], bs=ifnone(val_bs, bs), shuffle=False, seed=seed, **kwargs), path=path, device=ifnone(device, default_device()))
@@ -292,14 +300,6 @@ def _keep_flags(to, df):
     if nm is None: return
     for n in to.cont_names:
         if n in df.columns and pd.Series(df[n]).dropna().isin([0, 1]).all(): nm.means[n],nm.stds[n] = 0., 1.
-
-# %% ../nbs/40_tabular.ipynb #bfe9e2d9
-def _titles(df, items, item_name):
-    "item → title Series from the item table's `title` column, else the ratings' one"
-    if 'title' in items.columns: return items['title']
-    if 'title' not in df.columns: return None
-    t = df[[item_name,'title']].drop_duplicates(item_name)
-    return pd.Series(t.title.to_numpy(), index=t[item_name].to_numpy())
 
 # %% ../nbs/40_tabular.ipynb #dcf69a65
 def movielens_tables(ml:MovieLensData) -> tuple:
@@ -364,27 +364,25 @@ def meta(self:TabularCollabDataLoaders) -> TabularCollabMeta: return self.train_
 @patch(as_prop=True)
 def titles(self:TabularCollabDataLoaders): return self.meta.titles
 
-def _vocab(dls, name) -> pd.Index: return pd.Index(list(dls.meta.classes[name][1:]))
-
 @patch
 def known_users(self:TabularCollabDataLoaders) -> np.ndarray:
     "Users with a learned embedding (the training vocab, `#na#` left out)"
-    return np.asarray(_vocab(self, self.meta.user_name))
+    return np.array(vocab_index(self.meta.classes[self.meta.user_name]))      # a copy: the index is cached
 
 @patch
 def known_items(self:TabularCollabDataLoaders) -> np.ndarray:
     "Items with a learned embedding: what `learn.recommend` scores with `unknown='error'`"
-    return np.asarray(_vocab(self, self.meta.item_name))
+    return np.array(vocab_index(self.meta.classes[self.meta.item_name]))
 
 @patch
 def catalog_users(self:TabularCollabDataLoaders) -> np.ndarray:
     "Users the model can score: with an embedding or a metadata row (new users added by `add_users` included)"
-    return np.asarray(_vocab(self, self.meta.user_name).union(self.meta.users.index))
+    return np.array(vocab_index(self.meta.classes[self.meta.user_name]).union(self.meta.users.index))
 
 @patch
 def catalog_items(self:TabularCollabDataLoaders) -> np.ndarray:
     "Items the model can score: with an embedding or a metadata row (cold items, and those added by `add_items`)"
-    return np.asarray(_vocab(self, self.meta.item_name).union(self.meta.items.index))
+    return np.array(vocab_index(self.meta.classes[self.meta.item_name]).union(self.meta.items.index))
 
 @patch
 def seen_items(self:TabularCollabDataLoaders, user) -> np.ndarray:

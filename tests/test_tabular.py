@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from fastai.learner import load_learner
 from collab_ext.core import CollabDataError, CollabWarning
-from collab_ext.data.split import RandomRatingSplitter, ColdUserSplitter, ColdItemSplitter
+from collab_ext.data.split import RandomRatingSplitter, ColdUserSplitter
 from collab_ext.tabular import *
 from collab_ext.coldstart import *
 
@@ -76,9 +76,10 @@ def test_unknown_ids_and_catalog(trained, ml100k):
     assert dls.test_dl(pd.DataFrame({'user':[12345], 'item':[1]}), unknown='na').dataset.x_cat[0, 0] == 0
     with pytest.warns(CollabWarning, match=r"1 missing date\(s\) filled with the latest training time"):
         dls.test_dl(pd.DataFrame({'user':[1, 2], 'item':[1, 1], 'timestamp':[pd.NaT, pd.Timestamp('1998-01-01')]}))
-    assert len(dls.catalog_items()) == 1682 and len(dls.known_items()) == len(dls.classes['item']) - 1
     tr = dls.splits[0]
     r = ml100k.ratings.loc[ml100k.ratings.user <= 200].reset_index(drop=True).iloc[tr]
+    assert len(dls.catalog_items()) == 1682 and set(dls.known_items()) == set(r.item)   # known = the training rows' items
+    assert set(dls.known_users()) == set(r.user)
     assert set(dls.seen_items(7)) == set(r.item[r.user == 7])
 
 def test_new_user_and_item_use_their_features(trained):
@@ -97,6 +98,7 @@ def test_new_user_and_item_use_their_features(trained):
 def test_export_keeps_procs_vocab_and_metadata(trained):
     learn = trained
     new = pd.DataFrame({'user':[7003, 1], 'item':[50, 50], 'age':[33, 24], 'gender':['F','M'], 'occupation':['writer','technician'], 'zip1':['9','8']})
+    learn.dls.add_users(pd.DataFrame({'user':[7004], 'age':[40], 'gender':['F'], 'occupation':['writer'], 'zip1':['2']}))
     p = preds(learn, new)
     with tempfile.TemporaryDirectory() as d:
         learn.path = Path(d); learn.export('t.pkl'); l2 = load_learner(Path(d)/'t.pkl')
@@ -106,7 +108,17 @@ def test_export_keeps_procs_vocab_and_metadata(trained):
     assert m2.to.procs.normalize.means == m1.to.procs.normalize.means
     assert m2.to.procs.fill_missing.na_dict == m1.to.procs.fill_missing.na_dict
     np.testing.assert_allclose(preds(l2, new), p, rtol=1e-5)
-    assert 7001 in l2.dls.catalog_users()                          # users added before export travel too
+    assert 7004 in l2.dls.catalog_users() and 7004 not in l2.dls.known_users()   # users added before export travel too
+
+def test_predict_cold_mean_leaves_weights_unchanged(trained):
+    "The 'mean' strategy swaps the `#na#` id rows for the mean embedding only while it scores"
+    learn = trained
+    before = {k: v.clone() for k,v in learn.model.state_dict().items()}
+    df = pd.DataFrame({'user':[12345, 1, 12345], 'item':[1, 99999, 99999]})
+    p_mean, p_tower = predict_cold(learn, df, 'mean'), predict_cold(learn, df, 'tower')
+    assert np.isfinite(p_mean).all() and not np.allclose(p_mean, p_tower)   # the mean rows were in use
+    after = learn.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 def test_learns_and_cold_start_beats_baselines_on_ml100k(ml100k, tables):
     "Cold users on the real ML-100k (400 users, 3 epochs): the model learns; fold-in improves with each answer and beats the baseline"
