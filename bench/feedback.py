@@ -8,7 +8,7 @@ arms greedy, epsilon (0.1), random, ideal; 3 seeds.
     python bench/feedback.py            # table, claims, plot (nbs/images/feedback_arms.png)
     python bench/feedback.py --json     # ... and, as the last line, {arm: {metric: [value per round]}}
 """
-import argparse, json, sys, time, warnings, copy
+import argparse, json, sys, time, warnings
 import numpy as np, pandas as pd, torch
 torch.set_num_threads(1)   # 2 shared cores: one thread is many times faster than two under load
 from fastai.collab import collab_learner
@@ -19,7 +19,7 @@ from collab_ext.data.split import TimeSplitter
 from collab_ext.feedback import *
 from collab_ext.feedback_loop import *
 
-METRICS = ['arp','aplt','gini','data_gini','coverage','homogenization','enthusiast_share','utility']
+METRICS = ['arp','aplt','gini','data_gini','coverage','homogenization','share_enthusiast','utility']
 ARMS = dict(greedy=GreedyPolicy(), epsilon=EpsilonGreedyPolicy(0.1), random=RandomPolicy(), ideal=IdealPolicy())
 LOOP = dict(n_rounds=10, k=10, epochs_per_round=1, lr=5e-3, choice=RankDiscountChoice(0.1, 3.5), warm=True)
 
@@ -55,8 +55,8 @@ def check_claims(res):
        f"{last(A['greedy'],'gini').mean():.3f} vs {last(A['random'],'gini').mean():.3f}"),
       ('1c greedy training-data gini > random (round 10)', last(A['greedy'],'data_gini') > last(A['random'],'data_gini'),
        f"{last(A['greedy'],'data_gini').mean():.3f} vs {last(A['random'],'data_gini').mean():.3f}"),
-      ('2 enthusiast share grows under greedy, more than random', (grow(A['greedy'],'enthusiast_share') > 0) & (grow(A['greedy'],'enthusiast_share') > grow(A['random'],'enthusiast_share')),
-       f"greedy {grow(A['greedy'],'enthusiast_share').mean():+.4f}, random {grow(A['random'],'enthusiast_share').mean():+.4f}"),
+      ('2 enthusiast share grows under greedy, more than random', (grow(A['greedy'],'share_enthusiast') > 0) & (grow(A['greedy'],'share_enthusiast') > grow(A['random'],'share_enthusiast')),
+       f"greedy {grow(A['greedy'],'share_enthusiast').mean():+.4f}, random {grow(A['random'],'share_enthusiast').mean():+.4f}"),
       ('3a epsilon cuts homogenization growth >= 30%', he <= 0.7*hg, f"epsilon {he.mean():+.4f} vs greedy {hg.mean():+.4f} (cut {1-he.mean()/hg.mean():.0%})"),
       ('3b epsilon raises cumulative coverage (round 10)', last(A['epsilon'],'coverage') > last(A['greedy'],'coverage'),
        f"{last(A['epsilon'],'coverage').mean():.3f} vs {last(A['greedy'],'coverage').mean():.3f}"),
@@ -76,16 +76,15 @@ def main():
     t_world = time.time() - t0
     seeds = list(range(args.seeds))
     res = run_arms(make_learner, world, ARMS, seeds=seeds, progress=False, skip_shown=True, **LOOP)
-    res = res.rename(columns={'share_enthusiast': 'enthusiast_share'})
     t_main = time.time() - t0
     # claim 4: the same seed reproduces identical numbers
     again = run_feedback(make_learner(0), world, ARMS['greedy'], seed=0, quiet=True, skip_shown=True, **LOOP)
-    same = again.rename(columns={'share_enthusiast':'enthusiast_share'})[res.columns.drop(['arm','seed','homogenization_rel'])] \
+    same = again[res.columns.drop(['arm','seed','homogenization_rel'])] \
              .equals(res[(res.arm=='greedy')&(res.seed==0)][res.columns.drop(['arm','seed','homogenization_rel'])].reset_index(drop=True))
     pd.set_option('display.width', 200)
     print(f"world: oracle dot-bias (32 factors) on all {len(ml.ratings):,} ML-100k ratings, noise sd {world.truth.noise:.3f}; "
           f"{len(world.group_pos['enthusiast'])} enthusiasts; built in {t_world:.1f}s")
-    cols = ['arp','aplt','gini','coverage','homogenization','data_gini','enthusiast_share','utility','regret','n_train']
+    cols = ['arp','aplt','gini','coverage','homogenization','data_gini','share_enthusiast','utility','regret','n_train']
     g = res.groupby(['arm','round'], sort=False)[cols]
     tab = g.mean().loc[(slice(None), [0, 5, 10]), :]
     print("\nseed means (round 0, 5, 10):"); print(tab.round(4).to_string())
@@ -106,14 +105,14 @@ def main():
         print(f"  [{'PASS' if ok.all() else 'FAIL'}] 2 with skip_shown=False: enthusiast share greedy {gv['greedy'].mean():+.4f}, random {gv['random'].mean():+.4f} ({ok.sum()}/{len(ok)} seeds)")
         t1 = time.time()
         ips = run_arms(make_learner, world, dict(epsilon_ips=ARMS['epsilon']), seeds=seeds, progress=False, skip_shown=True, ips_clip=10., **LOOP)
-        both = pd.concat([res.rename(columns={'enthusiast_share':'share_enthusiast'}), ips])
+        both = pd.concat([res, ips])
         cols = ['arp','aplt','gini','coverage','homogenization','data_gini','share_enthusiast','utility']
         v = both[both['round']==10].groupby('arm', sort=False)[cols].mean()
         print(f"\nmitigation: epsilon-greedy with inverse-propensity weighted retraining (weights clipped at 10), round 10 ({time.time()-t1:.0f}s):")
         print(v.round(4).to_string())
     if args.plot:
         import matplotlib; matplotlib.use('Agg')
-        fig = plot_feedback(res, ['arp','aplt','gini','coverage','homogenization','data_gini','enthusiast_share','utility'],
+        fig = plot_feedback(res, ['arp','aplt','gini','coverage','homogenization','data_gini','share_enthusiast','utility'],
                             title='ML-100k feedback loop: 10 rounds, 3 seeds (line: mean, band: min-max)')
         fig.savefig(args.plot, dpi=80); print(f"\nplot: {args.plot}")
     print(f"total wall time {time.time()-t0:.0f}s")

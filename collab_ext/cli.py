@@ -26,15 +26,15 @@ from fastai.torch_core import rank_distrib
 __all__ = ['cli_ratings', 'ConsoleTable', 'train_learner', 'train', 'recommend', 'main']
 
 # %% ../nbs/90_cli.ipynb #746d73a5
-def cli_ratings(data:str=None, seed:int=42, log=print) -> pd.DataFrame:
+def cli_ratings(data:str=None, seed:int=42) -> pd.DataFrame:
     "Ratings for the CLI: a MovieLens folder, ML-100k by download, or the synthetic set when offline or asked"
     if data == 'synthetic':
-        log("Using the synthetic MovieLens-shaped data set (943 users, 1682 items, 100,000 ratings, seeded).")
+        print("Using the synthetic MovieLens-shaped data set (943 users, 1682 items, 100,000 ratings, seeded).")
         return synth_movielens(seed=seed).ratings
     if data is not None: return load_movielens(data).ratings
     try: return load_movielens(None).ratings
     except CollabDataError as e:
-        log(f"{e}\nFalling back to the synthetic MovieLens-shaped data set (943 users, 1682 items, 100,000 ratings, seeded).")
+        print(f"{e}\nFalling back to the synthetic MovieLens-shaped data set (943 users, 1682 items, 100,000 ratings, seeded).")
         return synth_movielens(seed=seed).ratings
 
 # %% ../nbs/90_cli.ipynb #85284adf

@@ -14,7 +14,7 @@ from torch import Tensor
 from fastcore.all import *
 from fastai.torch_core import to_detach, to_device, apply, rank_distrib, num_distrib
 from fastai.data.load import DataLoader
-from fastai.distributed import DistributedDL, DistributedTrainer
+from fastai.distributed import DistributedDL, DistributedTrainer, Accelerator, _hidden_params
 from .core import *
 from .data.loaders import FastCollabDL
 
@@ -189,13 +189,13 @@ def init_distrib(timeout:float=DEFAULT_TIMEOUT, join_timeout:float=600) -> bool:
 
 # %% ../nbs/60_distributed.ipynb #bb137af9
 @patch
+@delegates(Accelerator, but=_hidden_params)
 def __init__(self:DistributedTrainer, sync_bn:bool=True, uneven:str='spread', timeout:float=DEFAULT_TIMEOUT, **kwargs):
     "fastai's `DistributedTrainer`: gloo on CPU, process-group `timeout` (s), `uneven` passed to `shard_bounds`"
-    from accelerate import Accelerator
     cpu = kwargs.setdefault('cpu', not torch.cuda.is_available())
-    store_attr('uneven,timeout')
+    store_attr('uneven')
     self.sync_bn = sync_bn and not cpu
-    init_distrib(timeout)
+    if not init_distrib(timeout) and dist.is_initialized(): set_distrib_timeout(timeout)   # a group made earlier gets this timeout too
     self.accelerator = Accelerator(**kwargs)
 
 DistributedTrainer._fastai_before_fit = getattr(DistributedTrainer, '_fastai_before_fit', DistributedTrainer.before_fit)
@@ -223,7 +223,6 @@ class CollabDistributedError(RuntimeError):
 def maybe_distrib_ctx(learn, timeout:float=DEFAULT_TIMEOUT, uneven:str='spread', **kwargs):
     "`learn.distrib_ctx()` (gloo on CPU, `timeout` in seconds) under `torchrun`/`accelerate launch`; a no-op otherwise"
     if not is_distrib_launch(): yield learn; return
-    if not init_distrib(timeout) and dist.is_initialized(): set_distrib_timeout(timeout)
     try:
         with learn.distrib_ctx(timeout=timeout, uneven=uneven, **kwargs): yield learn
     except RuntimeError as e:

@@ -6,6 +6,7 @@ Docs: https://collab-ext.github.io/collab_ext/feedback.html.md"""
 
 # %% ../nbs/50_feedback.ipynb #55fb4aaa
 from __future__ import annotations
+import inspect
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.all import *
@@ -142,7 +143,8 @@ class FeedbackWorld:
 @patch(cls_method=True)
 def from_movielens(cls:FeedbackWorld, ml, groups=(), oracle:bool=None, **kwargs) -> FeedbackWorld:
     "World of a `MovieLensData`: its `.world` when synthetic, else a `fit_oracle` on its ratings; activity from its counts"
-    fit_kw = {k: kwargs.pop(k) for k in ('n_factors','epochs','lr','wd','bs','seed','noise') if k in kwargs}
+    fit_kw = {k: kwargs.pop(k) for k in inspect.signature(fit_oracle).parameters     # ml.ratings has the default column names
+              if k != 'ratings' and not k.endswith('_name') and k in kwargs}
     truth = ml.world if getattr(ml, 'world', None) is not None and not oracle else fit_oracle(ml.ratings, **fit_kw)
     return cls(truth, activity_from_ratings(ml.ratings, truth.user_ids), groups, **kwargs)
 
@@ -224,7 +226,6 @@ class EpsilonGreedyPolicy:
         top = top_unseen(scores, seen, n)
         excl = seen.copy()
         np.put_along_axis(excl, np.where(top>=0, top, 0), True, 1)     # random picks avoid the whole top-n: no repeats across pages
-        excl |= seen
         rand = top_unseen(rng.random(seen.shape), excl, n)
         swap = (rng.random(top.shape) < self.eps) & (rand >= 0)
         items = np.where(swap, rand, top)

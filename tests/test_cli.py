@@ -1,6 +1,5 @@
 "The `collab_ext` command end to end: train on real ML-100k and on the offline synthetic fallback, recommend, bad input."
-import subprocess, sys, os
-import pytest
+import subprocess, sys
 
 def run(*args, **kw):
     return subprocess.run([sys.executable, '-c', 'from collab_ext.cli import main; main()', *args], capture_output=True, text=True, **kw)
@@ -19,7 +18,7 @@ def test_train_real_then_recommend(tmp_path, ml100k_path):
     bad = run('recommend', '--model', str(tmp_path/'model.pkl'), '--user', '99999')
     assert bad.returncode == 1 and '99999' in bad.stderr
 
-def test_offline_default_falls_back_to_synthetic(tmp_path, monkeypatch):
+def test_offline_default_falls_back_to_synthetic(tmp_path):
     # no --data: untar_data cannot download here (no internet); the command says so and uses the synthetic set
     code = ("import fastai.data.external as e\n"
             "def boom(*a, **k): raise OSError('no network')\n"

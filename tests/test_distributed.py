@@ -93,3 +93,20 @@ def test_world_size_not_dividing_the_data():
         shard_bounds(3, 4, 64)
     test = shard_bounds(1001, 2, 64)                       # the default spreads the extra row: documented behaviour
     assert np.diff(test[-1]).tolist() == [53, 52]           # 1001 = 7 global batches of 128 + 105
+
+def test_distrib_ctx_sets_the_timeout_of_an_existing_group():
+    "`learn.distrib_ctx(timeout=...)` when the process group exists already (not made by `init_distrib`): collectives get that timeout"
+    import subprocess
+    code = ("import datetime, torch, torch.distributed as dist; from fastai.distributed import DistributedTrainer; "
+            "from collab_ext.distributed import free_port; "
+            "dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1, timeout=datetime.timedelta(seconds=300)); "
+            "DistributedTrainer(timeout=42); "
+            "t = dist.distributed_c10d._get_default_group()._get_backend(torch.device('cpu')).options._timeout; "
+            "dist.destroy_process_group(); assert t == datetime.timedelta(seconds=42), t")
+    subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
+
+def test_trainer_signature_shows_accelerator_kwargs():
+    import inspect
+    from fastai.distributed import DistributedTrainer
+    ps = inspect.signature(DistributedTrainer.__init__).parameters
+    assert {'sync_bn','uneven','timeout','cpu','kwargs_handlers'} <= set(ps) and 'kwargs' not in ps
