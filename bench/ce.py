@@ -5,17 +5,17 @@ Every model gets the same budget (bs, epochs, one-cycle lr); each row's wd / n_f
 MSE rows use fastai's `collab_learner` on `FastCollabDataLoaders`, scored with `mse_metrics(levels)` (accuracy rounds the
 prediction to the nearest level); CE/ordinal rows with `ce_metrics()`. Metrics are off during the timed fit.
 """
-import argparse, time, warnings
+import argparse, warnings
 import numpy as np, torch
+from harness import *
 from fastai.collab import collab_learner
 from fastai.callback.progress import ProgressCallback
-from collab_ext.core import local_ml100k, CollabWarning
+from collab_ext.core import CollabWarning
 from collab_ext.synth import synth_movielens
-from collab_ext.data.load import load_movielens
 from collab_ext.data.split import RandomRatingSplitter
 from collab_ext.data.loaders import FastCollabDataLoaders
 from collab_ext.ce.data import CollabCEDataLoaders
-from collab_ext.ce.learner import *
+from collab_ext.ce.all import *
 
 # name: (kind, kwargs for the learner factory, wd). Settings tuned per model with the same budget (see BENCHMARKS.md):
 # MSE dot: n_factors 10/20/50/100 x wd 0.1..1.0 -> nf 10, wd 0.3 best; NN rows: wd 0.3 vs 1.0 -> 1.0.
@@ -37,9 +37,7 @@ def run(name, kind, kw, wd, fdls, cdls, args):
     torch.manual_seed(args.seed)
     learn = collab_learner(fdls, **kw) if kind=='mse' else collab_ce_learner(cdls, loss=kind, metrics=[], **kw)
     learn.remove_cb(ProgressCallback)
-    t0 = time.perf_counter()
-    with learn.no_logging(): learn.fit_one_cycle(args.epochs, args.lr, wd=wd)
-    secs = time.perf_counter() - t0
+    with learn.no_logging(): secs,_ = timed(learn.fit_one_cycle, args.epochs, args.lr, wd=wd)
     res = scores(learn, mse_metrics(cdls.levels) if kind=='mse' else ce_metrics())
     return dict(model=name, wd=wd, **{'nll': float('nan'), 'ece': float('nan'), **res}, fit_s=secs)
 
@@ -62,10 +60,10 @@ def main():
     ap.add_argument('--lr', type=float, default=1e-2); ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--only', nargs='*'); ap.add_argument('--no-half', action='store_true')
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    ratings = load_movielens(local_ml100k()).ratings[['user','item','rating']]
-    split = RandomRatingSplitter(0.2, 42)
-    tr,va = split(ratings)
+    set_threads(1)
+    ratings = ml100k().ratings[['user','item','rating']]
+    split = RandomRatingSplitter(**BENCH_SPLIT)
+    tr,va = benchmark_split(ratings)
     perm = np.random.default_rng(42).permutation(len(ratings))
     assert set(va) == set(perm[80_000:]), "benchmark split mismatch"
     fdls,cdls = loaders(ratings, args, split)

@@ -8,6 +8,7 @@ The benchmark split: ML-100k in u.data order, `RandomRatingSplitter(0.2, 42)` (n
 first 80,000 rows train). Items only in the validation split are kept and scored with the `#na#` embedding, in both runs.
 """
 import argparse, time, warnings
+from harness import *      # stock_dls, ml100k, benchmark_split, set_threads
 import numpy as np, pandas as pd, torch
 from fastai.collab import TabularCollab, collab_learner
 from fastai.tabular.core import Categorify
@@ -20,15 +21,9 @@ from collab_ext.core import local_ml100k, CollabWarning
 from collab_ext.data.load import load_movielens
 from collab_ext.data.split import RandomRatingSplitter
 from collab_ext.data.loaders import FastCollabDataLoaders
-from collab_ext.fastloop import stock_loop
+from collab_ext.fastloop import LeanLearner, PlainMSELossFlat
 from collab_ext.models import DotProductBias
 from collab_ext.learner import L2Penalty
-
-def stock_dls(r, splits, bs=64):
-    "fastai's `CollabDataLoaders.from_df`, verbatim, with the benchmark split in place of its `RandomSplitter`"
-    to = TabularCollab(r[['user','item','rating']], [Categorify], ['user','item'], y_names=['rating'],
-                       y_block=TransformBlock(), splits=[list(s) for s in splits])
-    return to.dataloaders(path='.', bs=bs)
 
 def fit(learn, *args, **kwargs):
     "Fit quietly; return (seconds, final valid RMSE)"
@@ -43,26 +38,26 @@ def recipe(r, seed=0, bs=2048, n_factors=50, epochs=10, lr=1e-2, reg=0.1):
     dls = FastCollabDataLoaders.from_df(r[['user','item','rating','title']], splitter=RandomRatingSplitter(0.2, 42),
                                         bs=bs, val_bs=20_000, seed=seed, unseen='keep')
     t_dls = time.perf_counter()-t
-    learn = Learner(dls, DotProductBias.from_dls(dls, n_factors, y_range=(0, 5.5)), loss_func=MSELossFlat(), metrics=rmse,
-                    cbs=L2Penalty(reg, rows='batch'))
+    learn = LeanLearner(dls, DotProductBias.from_dls(dls, n_factors, y_range=(0, 5.5)), loss_func=PlainMSELossFlat(), metrics=rmse,
+                        cbs=L2Penalty(reg, rows='batch'))
     t_fit,err = fit(learn, epochs, lr, wd=0., pct_start=0.1)
     return learn, t_dls, t_fit, err
 
 def main(seeds=3, sample=200):
-    r = load_movielens(local_ml100k()).ratings
-    splits = RandomRatingSplitter(0.2, 42)(r)
+    r = ml100k().ratings
+    splits = benchmark_split(r)
     rows = []
     # stock fastai, the chapter's run
     torch.manual_seed(0)
     t = time.perf_counter(); dls = stock_dls(r, splits); t_dls = time.perf_counter()-t
     learn = collab_learner(dls, n_factors=50, y_range=(0, 5.5), metrics=rmse)
-    with stock_loop(): t_fit,err = fit(learn, 5, 5e-3, wd=0.1)    # stock fastai: its own loop code too
+    t_fit,err = fit(learn, 5, 5e-3, wd=0.1)    # stock fastai: its Learner and loop (importing collab_ext patches nothing)
     rows.append(('stock fastai: CollabDataLoaders bs=64, collab_learner(50), fit_one_cycle(5, 5e-3, wd=0.1)', 0, err, t_dls, t_fit))
     stock_fit = t_fit
     # DotProductBias with fastai's decoupled wd at large batch (the ~0.918 plateau)
     torch.manual_seed(0)
     fdls = FastCollabDataLoaders.from_df(r[['user','item','rating','title']], splitter=RandomRatingSplitter(0.2, 42), bs=1024, val_bs=20_000, seed=0, unseen='keep')
-    l = Learner(fdls, DotProductBias.from_dls(fdls, 50), loss_func=MSELossFlat(), metrics=rmse)
+    l = LeanLearner(fdls, DotProductBias.from_dls(fdls, 50), loss_func=PlainMSELossFlat(), metrics=rmse)
     t_fit,err = fit(l, 10, 1e-2, wd=1.0)
     rows.append(('DotProductBias bs=1024, fit_one_cycle(10, 1e-2, wd=1.0) (decoupled wd only)', 0, err, 0., t_fit))
     # the recipe, several seeds
@@ -97,7 +92,7 @@ if __name__ == '__main__':
     p.add_argument('--seeds', type=int, default=3); p.add_argument('--sample', type=int, default=200)
     p.add_argument('--threads', type=int, default=1)
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', CollabWarning)
         main(a.seeds, a.sample)

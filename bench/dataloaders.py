@@ -2,36 +2,27 @@
 
 Benchmark split: ML-100k `u.data` in file order, `np.random.default_rng(42).permutation(100000)`, first 80,000 train.
 Stock DataLoaders are built exactly as `CollabDataLoaders.from_df` builds them (`TabularCollab` + `Categorify`),
-with that split passed in. Each pair runs twice: under fastai's own loop code (`collab_ext.fastloop.stock_loop`) and
-under collab_ext's lean loop (the default once collab_ext is imported), the same code on both sides of a pair.
+with that split passed in. Each pair runs twice: with fastai's `collab_learner` (fastai's `Learner`, `MSELossFlat`, `Adam`,
+nothing patched: importing collab_ext changes nothing in fastai) and with collab_ext's `fast_collab_learner` (the same
+model as a `LeanLearner` with `PlainMSELossFlat` and `lean_adam`), the same learner on both sides of a pair. The headline
+compares stock fastai as users run it (its loaders, its learner and loop) with collab_ext (fast loaders, lean learner).
 Also times collab_ext's fast recipe against stock fastai's whole chapter run and Surprise's tuned SVD.
 
-    python bench/dataloaders.py            # full run (~5 min on 2 cores)
+    python bench/dataloaders.py            # full run (~5 min on a quiet 2-core machine)
     python bench/dataloaders.py --epochs 2 --repeats 1 # shorter
 """
-import argparse, time, warnings, json
-from contextlib import nullcontext
+import argparse, time, warnings, json, os
 import pandas as pd, torch
 warnings.simplefilter('ignore')
-from fastai.collab import collab_learner, TabularCollab
-from fastai.tabular.core import Categorify
-from fastai.data.block import TransformBlock
-from collab_ext.core import local_ml100k, torch_gen
-from collab_ext.data.load import load_movielens
-from collab_ext.data.split import RandomRatingSplitter
-from collab_ext.data.loaders import FastCollabDataLoaders, FastCollabDL
-from collab_ext.fastloop import stock_loop
+from harness import set_threads, ml100k, benchmark_split, stock_dls, fast_dls, iterate, surprise_svd
+from fastai.collab import collab_learner
+from collab_ext.core import torch_gen
+from collab_ext.data.loaders import FastCollabDL
+from collab_ext.fastloop import fast_collab_learner
 from fastai.optimizer import Adam
 from fastai.losses import MSELossFlat
 
-LOOPS = dict(fastai=stock_loop, lean=nullcontext)
-
-def stock_dls(r, splits, bs):
-    to = TabularCollab(r, [Categorify], ['user','item'], y_names=['rating'], y_block=TransformBlock(), splits=[list(s) for s in splits])
-    return to.dataloaders(bs=bs)
-
-def fast_dls(r, splits, bs):
-    return FastCollabDataLoaders.from_df(r, bs=bs, seed=42, splitter=lambda df: splits, unseen='keep')
+LOOPS = dict(fastai=collab_learner, lean=fast_collab_learner)   # learner factory per loop
 
 class WithReplacementDL(FastCollabDL):
     "Control only: draws an epoch's rows with replacement, as stock fastai's `TabWeightedDL` does"
@@ -45,51 +36,34 @@ def with_replacement(dls):
     return dls
 
 def fit(dls, epochs, lr, wd, loop='lean', seed=42):
-    "Seconds of `fit_one_cycle` and the final validation RMSE, for fastai's collab_learner on `dls`, under `loop`"
+    "Seconds of `fit_one_cycle` and the final validation RMSE, for `loop`'s learner (fastai's or collab_ext's) on `dls`"
     torch.manual_seed(seed)
-    learn = collab_learner(dls, n_factors=50, y_range=(0, 5.5))
-    with LOOPS[loop](), learn.no_bar(), learn.no_logging():
+    learn = LOOPS[loop](dls, n_factors=50, y_range=(0, 5.5))
+    with learn.no_bar(), learn.no_logging():
         t = time.perf_counter(); learn.fit_one_cycle(epochs, lr, wd=wd); el = time.perf_counter() - t
         mse = float(learn.validate()[0])
     return el, mse**0.5
 
-def iterate(dl, epochs=3):
-    "Seconds to draw every batch of `dl` once (no model): the DataLoader's own cost per epoch"
-    t = time.perf_counter()
-    for _ in range(epochs):
-        for b in dl: pass
-    return (time.perf_counter() - t)/epochs
-
 def bare_loop(dls, epochs=2, lr=5e-3, wd=0.1, seed=42):
     """Seconds of the last of `epochs` epochs (train, then validation loss) of the same model, `MSELossFlat` and fastai's
-    `Adam` in a bare loop with no `Learner`, run with fastai's code as shipped: the floor a `Learner` epoch could reach"""
+    `Adam` in a bare loop with no `Learner`, fastai's code as shipped: the floor a `Learner` epoch could reach"""
     torch.manual_seed(seed)
     m = collab_learner(dls, n_factors=50, y_range=(0, 5.5)).model
-    with stock_loop():
-        opt, loss_func = Adam(list(m.parameters()), lr=lr, wd=wd), MSELossFlat()
-        for _ in range(epochs):
-            t = time.perf_counter()
-            m.train()
-            for x, y in dls.train:
-                loss = loss_func(m(x), y); loss.backward(); opt.step(); opt.zero_grad()
-            m.eval()
-            with torch.no_grad():
-                for x, y in dls.valid: loss_func(m(x), y)
-            el = time.perf_counter() - t
+    opt, loss_func = Adam(list(m.parameters()), lr=lr, wd=wd), MSELossFlat()
+    for _ in range(epochs):
+        t = time.perf_counter()
+        m.train()
+        for x, y in dls.train:
+            loss = loss_func(m(x), y); loss.backward(); opt.step(); opt.zero_grad()
+        m.eval()
+        with torch.no_grad():
+            for x, y in dls.valid: loss_func(m(x), y)
+        el = time.perf_counter() - t
     return el
 
-def surprise_svd(r, splits):
-    from surprise import SVD, Dataset, Reader, accuracy
-    tr, va = splits
-    data = Dataset.load_from_df(r.iloc[tr][['user','item','rating']], Reader(rating_scale=(1, 5)))
-    algo = SVD(n_factors=100, n_epochs=100, lr_all=0.01, reg_all=0.15, random_state=42)
-    t = time.perf_counter(); algo.fit(data.build_full_trainset()); el = time.perf_counter() - t
-    preds = algo.test(list(r.iloc[va][['user','item','rating']].itertuples(index=False, name=None)))
-    return el, accuracy.rmse(preds, verbose=False)
-
 def main(epochs=5, recipe_epochs=8, repeats=2):
-    r = load_movielens(local_ml100k()).ratings[['user','item','rating']]
-    splits = RandomRatingSplitter(0.2, 42)(r)
+    r = ml100k().ratings[['user','item','rating']]
+    splits = benchmark_split(r)
     rows, res = [], {}
     for bs in (64, 1024):
         t = time.perf_counter(); sd = stock_dls(r, splits, bs); t_sd = time.perf_counter() - t
@@ -113,7 +87,7 @@ def main(epochs=5, recipe_epochs=8, repeats=2):
     df = pd.DataFrame(rows)
     print(f"## Same collab_learner(n_factors=50, y_range=(0,5.5)) + fit_one_cycle({epochs}, 5e-3, wd=0.1) on both DataLoaders")
     print(df.round(4).to_string(index=False))
-    print("(loop: fastai = fastai's own Learner/loss/optimizer code, lean = collab_ext.fastloop's same-result replacements, on"
+    print("(loop: fastai = fastai's collab_learner (Learner, MSELossFlat, Adam), lean = collab_ext's fast_collab_learner (LeanLearner, PlainMSELossFlat, lean_adam), on"
           " both sides of the pair; fast_ms_per_batch: a whole fast epoch per batch, train and validation;"
           " bare_loop_ms_per_batch: the same, for the same model, MSELossFlat and fastai's Adam (fastai's code as shipped) in a bare loop with no Learner;"
           " *_batches_s: one epoch of training batches drawn with no model; fits: fits per side, the fastest shown)")
@@ -121,12 +95,13 @@ def main(epochs=5, recipe_epochs=8, repeats=2):
           f"(lean loop, bs=64): RMSE {ctl_rmse:.4f} vs stock {res[64,'lean'][1]:.4f} (diff {ctl_rmse-res[64,'lean'][1]:+.4f})")
     for bs in (64, 1024):
         print(f"bs={bs}: per-epoch speed-up {res[bs,'fastai'][0]/res[bs,'fastai'][2]:.2f}x under fastai's loop, "
-              f"{res[bs,'lean'][0]/res[bs,'lean'][2]:.2f}x under the lean loop; stock fastai (its loaders and loop) vs "
-              f"collab_ext (fast loaders, lean loop): {res[bs,'fastai'][0]/res[bs,'lean'][2]:.2f}x")
+              f"{res[bs,'lean'][0]/res[bs,'lean'][2]:.2f}x under the lean loop; stock fastai (its loaders, learner and loop) vs "
+              f"collab_ext (fast loaders, fast_collab_learner): {res[bs,'fastai'][0]/res[bs,'lean'][2]:.2f}x "
+              f"({'>=' if res[bs,'fastai'][0] >= 2*res[bs,'lean'][2] else 'UNDER'} 2x)")
     stock_total = res[64, 'fastai'][0]
     t = time.perf_counter(); fd = fast_dls(r, splits, 1024); t_fd = time.perf_counter() - t
-    rec_el, rec_rmse = fit(fd, recipe_epochs, 3e-2, 1.0)
-    svd_el, svd_rmse = surprise_svd(r, splits)
+    rec_el, rec_rmse = fit(fd, recipe_epochs, 3e-2, 1.0)   # collab_ext's learner
+    svd_el, svd_rmse = surprise_svd(r, splits) or (float('nan'), float('nan'))
     print(f"\n## Fast recipe: FastCollabDataLoaders(bs=1024) + collab_learner(n_factors=50, y_range=(0,5.5)) + fit_one_cycle({recipe_epochs}, 3e-2, wd=1.0)")
     summary = pd.DataFrame([
         dict(run=f'stock fastai chapter recipe (bs=64, {epochs} epochs)', fit_s=stock_total, rmse=res[64,'fastai'][1], stock_time_over_this=1.0),
@@ -142,5 +117,9 @@ if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--epochs', type=int, default=5); p.add_argument('--recipe-epochs', type=int, default=8)
     p.add_argument('--repeats', type=int, default=2, help='fits per side at bs=64 (3x that at bs=1024); the fastest is reported')
+    p.add_argument('--threads', type=int, default=1, help='torch threads (1: the shared 2-core box)')
     a = p.parse_args()
+    set_threads(a.threads)
+    print(f"load average before: {os.getloadavg()}")
     main(a.epochs, a.recipe_epochs, a.repeats)
+    print(f"load average after: {os.getloadavg()}")

@@ -12,21 +12,18 @@ import argparse, json, sys, time, warnings
 import numpy as np, pandas as pd, torch
 torch.set_num_threads(1)   # 2 shared cores: one thread is many times faster than two under load
 from fastai.collab import collab_learner
-from collab_ext.core import local_ml100k, CollabWarning
-from collab_ext.data.load import load_movielens
+from harness import *
+from collab_ext.core import CollabWarning
 from collab_ext.data.loaders import FastCollabDataLoaders
 from collab_ext.data.split import TimeSplitter
 from collab_ext.feedback import *
-from collab_ext.feedback_loop import *
 
 METRICS = ['arp','aplt','gini','data_gini','coverage','homogenization','share_enthusiast','utility']
 ARMS = dict(greedy=GreedyPolicy(), epsilon=EpsilonGreedyPolicy(0.1), random=RandomPolicy(), ideal=IdealPolicy())
 LOOP = dict(n_rounds=10, k=10, epochs_per_round=1, lr=5e-3, choice=RankDiscountChoice(0.1, 3.5), warm=True)
 
 def setup():
-    path = local_ml100k()
-    if path is None: sys.exit("ML-100k not found (set $COLLAB_EXT_DATA)")
-    ml = load_movielens(path)
+    ml = ml100k()
     fans = genre_fans(ml.ratings, ml.items, ['Animation', "Children's"], frac=0.05)
     world = FeedbackWorld.from_movielens(ml, groups=[UserGroup('enthusiast', fans, activity=5.)], oracle=True,
                                          visit_rate=0.5, max_visits=10, n_factors=32, epochs=20, wd=2e-5, seed=0)
@@ -36,7 +33,7 @@ def setup():
         dls = FastCollabDataLoaders.from_df(ratings, splitter=TimeSplitter(valid_pct=0.2), bs=1024, seed=seed, unseen='keep')
         torch.manual_seed(seed)
         learn = collab_learner(dls, n_factors=32, y_range=(0.5, 5.5), wd=0.1)
-        with learn.no_bar(), learn.no_logging(): learn.fit(5, 5e-3)
+        quiet_fit(learn, 5, 5e-3, one_cycle=False)
         return learn
     return ml, world, make_learner
 

@@ -1,4 +1,4 @@
-"""Scale of collab_ext's data path (issue 6) on synthetic ratings of ML-25M shape (`collab_ext.distributed.synth_ratings`).
+"""Scale of collab_ext's data path (issue 6) on synthetic ratings of ML-25M shape (`collab_ext.synth.synth_ratings`).
 
 Time and peak memory of `ratings_matrix`, `crosstab`, the splitters and `FastCollabDataLoaders.from_df` at 1M, 5M and
 25M rows (each in a fresh subprocess: peak resident memory above the loaded frame, glibc told to return freed memory),
@@ -21,7 +21,7 @@ ENV = {**os.environ, 'MALLOC_MMAP_THRESHOLD_': '65536', 'MALLOC_TRIM_THRESHOLD_'
 def make_data(cache:Path, n:int):
     "Write `n` synthetic ML-25M-shaped ratings to `cache` (one .npy per column) unless already there"
     if (cache/f'{n}.done').exists(): return
-    from collab_ext.distributed import synth_ratings
+    from collab_ext.synth import synth_ratings
     cache.mkdir(parents=True, exist_ok=True)
     t = time.time()
     r = synth_ratings(n, seed=0)
@@ -48,7 +48,7 @@ def run_op(op:str, df:pd.DataFrame):
 
 def measure_one(cache, n_all, op, n) -> dict:
     "In this (fresh) process: load the frame, then time `op` and its peak memory above the loaded frame"
-    from collab_ext.distributed import peak_memory
+    from collab_ext.core import peak_memory
     import collab_ext.data.loaders    # imports before measuring
     df = load(cache, n_all, n, OPS[op]); gc.collect()
     raw = int(sum(df[c].to_numpy().nbytes for c in df))
@@ -61,7 +61,7 @@ def measure_one(cache, n_all, op, n) -> dict:
 def breakdown(cache, n_all, n) -> list:
     "Peak memory of the steps of `from_df` (and of the heavier steps it replaced), in multiples of the raw columns"
     import torch
-    from collab_ext.distributed import peak_memory
+    from collab_ext.core import peak_memory
     from collab_ext.data.core import clean_ratings, duplicate_pairs, check_rating_values, make_vocab
     from collab_ext.data.split import RandomRatingSplitter, resolve_unseen
     from collab_ext.data.loaders import _encode
@@ -181,4 +181,104 @@ def main():
             d = ddp_epochs(data, gbs); t1,t2 = np.mean(d[1]),np.mean(d[2])
             print(f"  {data:14s} global batch {gbs:5d}: 1 process {t1:6.1f} s {d[1]}   2 processes {t2:6.1f} s {d[2]}   speed-up x{t1/t2:.2f}", flush=True)
 
-if __name__ == '__main__': main()
+
+# ---------------------------------------------------------------- memory benchmark (issue 15; self-contained: run with --memory)
+MEMORY_DOC = """Memory of the data path and of exports, each in a fresh process on synthetic ML-25M-shaped ratings (`synth_ratings`):
+retained = resident memory held after the call (the frame and the result alive, garbage collected), peak = highest resident
+memory during the call, both above the loaded frame. A figure over 1.25x its BASELINE prints REGRESSION and the exit code is 1.
+
+    python bench/scale.py --memory                      # 5M ratings, 10M predicted pairs, collab_ext only (~3 min)
+    python bench/scale.py --memory --memory-stock       # + fastai's CollabDataLoaders.from_df for comparison (slower)
+"""
+MEMORY_BASELINE = {'from_df retained': 148, 'predict_ratings peak': 305}     # MB, measured 2026-12-01 (5M ratings; 10M pairs)
+
+def _memory_data(cache:Path, n:int):
+    "Cache `n` synthetic ratings as .npy columns (`load(cache, n, n, cols)` reads them)"
+    if (cache/f'{n}.done').exists(): return
+    from collab_ext.synth import synth_ratings
+    cache.mkdir(parents=True, exist_ok=True)
+    t = time.time(); r = synth_ratings(n, seed=0)
+    for c in COLS: np.save(cache/f'{n}_{c}.npy', r[c].to_numpy())
+    (cache/f'{n}.done').write_text(f'{time.time()-t:.1f}')
+
+def _rss() -> int:
+    import gc
+    from collab_ext.core import _vm
+    gc.collect(); return _vm('VmRSS')
+
+def memory_one(cache:Path, what:str, n:int, pairs:int) -> dict:
+    "In this (fresh) process: the memory figures of `what` on the first `n` cached ratings"
+    import torch, tempfile
+    torch.set_num_threads(1)
+    from collab_ext.core import peak_memory
+    from collab_ext.data.split import RandomRatingSplitter
+    from collab_ext.data.loaders import FastCollabDataLoaders
+    import collab_ext.learner, collab_ext.export   # noqa: F401  (imports before measuring)
+    from fastai.collab import CollabDataLoaders, collab_learner
+    df = load(cache, n, n, COLS[:3]); start = _rss()
+    warnings.simplefilter('ignore')
+    if what == 'stock_from_df':
+        with peak_memory() as m: dls = CollabDataLoaders.from_df(df, valid_pct=0.2, seed=42, bs=65536)
+        return {'what': what, 'n': n, 'retained': _rss()-start, 'peak': m.peak}
+    with peak_memory() as m: dls = FastCollabDataLoaders.from_df(df, splitter=RandomRatingSplitter(0.2, 42), bs=65536, seed=42, device='cpu', unseen='keep')
+    if what == 'from_df': return {'what': what, 'n': n, 'retained': _rss()-start, 'peak': m.peak}
+    torch.manual_seed(0)
+    learn = collab_learner(dls, n_factors=8, y_range=(0, 5.5))   # 8 factors: ~7.9 MB of weights at 5M (the issue's model)
+    if what == 'predict_ratings':
+        rng = np.random.default_rng(0)
+        users,items = dls.classes['user'].items[1:],dls.classes['item'].items[1:]
+        q = pd.DataFrame({'user': np.asarray(users)[rng.integers(0, len(users), pairs)], 'item': np.asarray(items)[rng.integers(0, len(items), pairs)]})
+        base = _rss()
+        with peak_memory() as m: p = learn.predict_ratings(q)
+        return {'what': what, 'n': pairs, 'peak': m.peak, 'retained': _rss()-base, 'out_bytes': p.nbytes}
+    if what == 'export':
+        d = Path(tempfile.mkdtemp())
+        learn.export_safe(d/'model.pkl')
+        learn.save_collab(d)
+        # the file before issue 15: the empty datasets were zero-length views of the training tensors (whole storage pickled)
+        import cloudpickle
+        old = learn.dls
+        learn.dls = old.new_empty()
+        for e,o in zip(learn.dls.loaders, old.loaders): e.dataset.x,e.dataset.y = o.dataset.x[:0],o.dataset.y[:0]
+        learn.opt = None
+        torch.save(learn, d/'before.pkl', pickle_module=cloudpickle, pickle_protocol=2)
+        learn.dls = old
+        size = lambda *fs: sum((d/f).stat().st_size for f in fs)
+        return {'what': what, 'n': n, 'params': sum(p.numel()*4 for p in learn.model.parameters()), 'seen': len(dls.train_ds)*4,
+                'before': size('before.pkl'), 'export_safe': size('model.pkl'), 'save_collab': size('weights.pt', 'model.json')}
+    raise ValueError(what)
+
+def memory_main():
+    p = argparse.ArgumentParser(description=MEMORY_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--memory', action='store_true')
+    p.add_argument('--memory-stock', action='store_true', help="also measure fastai's CollabDataLoaders.from_df")
+    p.add_argument('--rows', type=float, default=5e6)
+    p.add_argument('--pairs', type=float, default=10e6)
+    p.add_argument('--cache', default='/tmp/collab_ext_scale')
+    p.add_argument('--memory-one', default=None, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    cache,n,pairs = Path(a.cache),int(a.rows),int(a.pairs)
+    if a.memory_one: print(json.dumps(memory_one(cache, a.memory_one, n, pairs))); return
+    _memory_data(cache, n)
+    run = lambda what: subprocess_json(['--memory-one', what, '--rows', n, '--pairs', pairs, '--cache', cache])
+    MB,bad = 2**20,[]
+    def show(name, mb):
+        base = MEMORY_BASELINE.get(name) if n == 5_000_000 and pairs == 10_000_000 else None
+        flag = '' if base is None else f"  (baseline {base} MB{', REGRESSION' if mb > 1.25*base else ''})"
+        if base is not None and mb > 1.25*base: bad.append(name)
+        print(f"  {name:34s} {mb:8.0f} MB{flag}", flush=True)
+    print(f"memory, {n:,} synthetic ratings (synth_ratings, ML-25M shape), fresh process per line:")
+    r = run('from_df'); show('from_df retained', r['retained']/MB); show('from_df peak', r['peak']/MB)
+    if a.memory_stock:
+        s = run('stock_from_df'); show('stock CollabDataLoaders retained', s['retained']/MB); show('stock CollabDataLoaders peak', s['peak']/MB)
+    r = run('predict_ratings'); show('predict_ratings peak', r['peak']/MB)
+    print(f"  {'':34s} ({pairs:,} pairs; the float32 result alone is {r['out_bytes']/MB:.0f} MB)")
+    e = run('export')
+    print(f"export of collab_learner(n_factors=8): weights {e['params']/MB:.1f} MB, seen-items index {e['seen']/MB:.1f} MB;"
+          f"\n  file before issue 15 (views of the training rows) {e['before']/MB:.1f} MB; export_safe {e['export_safe']/MB:.1f} MB;"
+          f" save_collab (weights.pt + model.json) {e['save_collab']/MB:.1f} MB")
+    if bad: print(f"REGRESSION: {bad}"); sys.exit(1)
+
+if __name__ == '__main__':
+    if any(o.startswith('--memory') for o in sys.argv[1:]): memory_main()
+    else: main()

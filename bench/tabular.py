@@ -4,22 +4,22 @@ Run from the repo root: `python bench/tabular.py` (all parts) or `python bench/t
 (`cold_users` and `foldin` both print the cold-user table and the fold-in curve; `ablation` adds the feature ablation).
 Warm: the benchmark split (u.data order, `RandomRatingSplitter(0.2, 42)`); cold items / cold users: `ColdItemSplitter(0.2, 42)` /
 `ColdUserSplitter(0.2, 42)`; fold-in: k known ratings of each cold user revealed in a seeded order, the same rows scored for every k."""
-import sys, time, warnings
+import sys, warnings
 import pandas as pd, torch
+from harness import *
 from fastai.learner import Learner
 from fastai.losses import MSELossFlat
 from collab_ext.models import DotProductBias
 from collab_ext.learner import L2Penalty
 from collab_ext.core import *
-from collab_ext.data.load import load_movielens
 from collab_ext.data.split import *
 from collab_ext.data.loaders import FastCollabDataLoaders
 from collab_ext.tabular import *
-from collab_ext.coldstart import *
+from collab_ext.metrics.rating import rmse_np
 
 warnings.simplefilter('ignore', CollabWarning)
-torch.manual_seed(0); torch.set_num_threads(1)   # 2 OpenMP threads on the shared 2-core box slow small batches badly
-ML = load_movielens(local_ml100k())
+torch.manual_seed(0); set_threads(1)
+ML = ml100k()
 USERS,ITEMS = movielens_tables(ML)
 R = ML.ratings[['user','item','rating','timestamp']]
 USER_CATS,USER_CONTS = ['gender','occupation','zip1'], ['age']
@@ -37,14 +37,7 @@ def fit(dls, epochs=RECIPE['epochs'], lr=RECIPE['lr'], wd=RECIPE['wd'], **kw):
     kw = {**{k:v for k,v in RECIPE.items() if k in ('n_factors','layers','p_id')}, **kw}
     torch.manual_seed(0)
     learn = tabular_collab_learner(dls, **kw)
-    t = time.time()
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr, wd=wd)
-    return learn, time.time()-t
-
-def valid_rmse(learn):
-    "RMSE of `learn` on its validation set"
-    with learn.no_bar(): p,y = learn.get_preds()
-    return rmse_np(p.flatten(), y.flatten())
+    return learn, quiet_fit(learn, epochs, lr, wd=wd)
 
 def row(name, rmse, base=None, secs=None):
     d = dict(model=name, rmse=round(rmse, 5))
@@ -53,24 +46,17 @@ def row(name, rmse, base=None, secs=None):
     print('  ', d, flush=True)
     return d
 
-def md(df, index=False):
-    "`df` as a markdown table (no tabulate needed)"
-    df = df.reset_index() if index else df
-    lines = ['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + '---|'*len(df.columns)]
-    return '\n'.join(lines + ['| ' + ' | '.join('' if pd.isna(v) else str(v) for v in r) + ' |' for r in df.itertuples(index=False)])
-
 def show(title, rows):
-    print(f"\n## {title}\n" + md(pd.DataFrame(rows)), flush=True)
+    print(f"\n## {title}\n" + md_table(pd.DataFrame(rows)), flush=True)
 
 def warm():
-    sp = RandomRatingSplitter(0.2, 42)
+    sp = RandomRatingSplitter(**BENCH_SPLIT)
     rows = []
     fdls = FastCollabDataLoaders.from_df(R[['user','item','rating']], splitter=sp, bs=2048, val_bs=20_000, seed=0, unseen='keep')
     torch.manual_seed(0)
     dot = Learner(fdls, DotProductBias.from_dls(fdls, 50, y_range=(0, 5.5)), loss_func=MSELossFlat(), cbs=L2Penalty(0.1, rows='batch'))
-    t = time.time()
-    with dot.no_bar(), dot.no_logging(): dot.fit_one_cycle(10, 1e-2, wd=0., pct_start=0.1)
-    rows.append(row("id-only: DotProductBias, chapter-8 recipe (bench/chapter8.py: bs 2048, L2Penalty 0.1, 10 epochs)", valid_rmse(dot), secs=time.time()-t))
+    secs = quiet_fit(dot, 10, 1e-2, wd=0., pct_start=0.1)
+    rows.append(row("id-only: DotProductBias, chapter-8 recipe (bench/chapter8.py: bs 2048, L2Penalty 0.1, 10 epochs)", valid_rmse(dot), secs=secs))
     l,s = fit(make_dls(sp, [], [], None), use_mlp=False)
     rows.append(row("id-only: TabularCollabModel, no features, no MLP", valid_rmse(l), secs=s))
     best_id = min(r['rmse'] for r in rows)
@@ -116,13 +102,13 @@ def foldin(learn=None, train=None, cold=None):
     if learn is None: learn,train,cold = cold_users()
     curve = foldin_curve(learn, cold, train, ks=(0,1,2,3,5,8,10,15,20))
     for c in ('bias_foldin','tower','foldin'): curve[f'{c}_vs_item_bias_%'] = (100*(curve[c]/curve['item_bias']-1)).round(2)
-    print("\n## Fold-in: cold users, k known ratings (seeded order), the same rows scored for every k\n" + md(curve.round(4), index=True), flush=True)
+    print("\n## Fold-in: cold users, k known ratings (seeded order), the same rows scored for every k\n" + md_table(curve.round(4), index=True), flush=True)
     return curve
 
 if __name__ == '__main__':
     parts = sys.argv[1:] or ['warm','cold_items','foldin','ablation']
-    t0 = time.time()
-    if 'warm' in parts: warm()
-    if 'cold_items' in parts: cold_items()
-    if 'foldin' in parts or 'cold_users' in parts: foldin(*cold_users(ablation='ablation' in parts))
-    print(f"\ntotal {time.time()-t0:.0f} s")
+    with Timer() as t:
+        if 'warm' in parts: warm()
+        if 'cold_items' in parts: cold_items()
+        if 'foldin' in parts or 'cold_users' in parts: foldin(*cold_users(ablation='ablation' in parts))
+    print(f"\ntotal {t.secs:.0f} s")

@@ -1,4 +1,4 @@
-"""The `collab_ext` command: `collab_ext train` fits a model and exports it; `collab_ext recommend` prints a user's top items.
+"""The `collab_ext` command: `collab_ext train` fits a model on your ratings and saves it; `collab_ext recommend` prints a user's top items.
 
 Docs: https://collab-ext.github.io/collab_ext/cli.html.md"""
 
@@ -6,130 +6,341 @@ Docs: https://collab-ext.github.io/collab_ext/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #58d43dbe
 from __future__ import annotations
-import sys, warnings
+import os, sys, argparse, contextlib
 from pathlib import Path
-import numpy as np, pandas as pd, torch
-from fastcore.all import *
-from fastcore.script import anno_parser
-from fastai.callback.core import Callback
-from fastai.learner import load_learner
-from fastai.metrics import rmse
-from fastai.collab import collab_learner
-from .core import *
-from .synth import synth_movielens
-from .data.load import load_movielens
-from .data.split import RandomRatingSplitter
-from .data.loaders import FastCollabDataLoaders
-from fastai.torch_core import rank_distrib
 
 # %% auto #0
-__all__ = ['cli_ratings', 'ConsoleTable', 'train_learner', 'train', 'recommend', 'main']
+__all__ = ['RECIPE', 'DEFAULT_THREADS', 'UsageError', 'check_options', 'resolve_data', 'read_ratings_file', 'load_ratings',
+           'describe_data', 'train_learner', 'train', 'recommend', 'parser', 'main']
+
+# %% ../nbs/90_cli.ipynb #c1100003
+RECIPE = dict(model='dot', epochs=8, bs=1024, lr=3e-2, wd=1.0, n_factors=50, valid_pct=0.2, seed=42)
+DEFAULT_THREADS = 1
+
+class UsageError(Exception):
+    "A mistake in the command's options or data: `main` prints it as one line and exits with code 2"
+
+def check_options(model='dot', epochs=8, bs=1024, lr=3e-2, wd=1.0, n_factors=50, valid_pct=0.2, threads=1, **_):
+    "Raise `UsageError` for the first option out of range (before any data is read)"
+    if model not in ('dot','nn'): raise UsageError(f"--model {model!r}: use 'dot' (EmbeddingDotBias) or 'nn' (EmbeddingNN)")
+    for name,v in (('epochs',epochs),('bs',bs),('n-factors',n_factors),('threads',threads)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise UsageError(f"--{name} {v!r}: give a whole number, at least 1")
+    if not lr > 0: raise UsageError(f"--lr {lr!r}: the learning rate must be above 0")
+    if not wd >= 0: raise UsageError(f"--wd {wd!r}: weight decay cannot be negative")
+    if not 0 < valid_pct < 1: raise UsageError(f"--valid-pct {valid_pct!r}: give a fraction between 0 and 1 (0.2 keeps 20% for validation)")
 
 # %% ../nbs/90_cli.ipynb #746d73a5
-def cli_ratings(data:str=None, seed:int=42) -> pd.DataFrame:
-    "Ratings for the CLI: a MovieLens folder, ML-100k by download, or the synthetic set when offline or asked"
-    if data == 'synthetic':
-        print("Using the synthetic MovieLens-shaped data set (943 users, 1682 items, 100,000 ratings, seeded).")
-        return synth_movielens(seed=seed).ratings
-    if data is not None: return load_movielens(data).ratings
-    try: return load_movielens(None).ratings
-    except CollabDataError as e:
-        print(f"{e}\nFalling back to the synthetic MovieLens-shaped data set (943 users, 1682 items, 100,000 ratings, seeded).")
-        return synth_movielens(seed=seed).ratings
+_RATINGS_FILES = {'u.data': 'u.item', 'ratings.dat': 'movies.dat', 'ratings.csv': 'movies.csv'}   # MovieLens ratings file: its titles
 
-# %% ../nbs/90_cli.ipynb #85284adf
-class ConsoleTable(Callback):
-    "Print fastai's epoch table as plain lines (no progress bar), for terminals and logs"
-    order = 60
-    def before_fit(self):
-        self._widths = [max(len(n), 9) for n in self.recorder.metric_names]
-        self.old_logger,self.learn.logger = self.learn.logger,self._row
-        self._row(self.recorder.metric_names)
-    def after_fit(self): self.learn.logger = self.old_logger
-    def _row(self, vals):
-        vals = [f'{v:.6f}' if isinstance(v, float) else str(v) for v in vals]
-        print('  '.join(v.ljust(w) for v,w in zip(vals, self._widths)), flush=True)
+def resolve_data(data:str=None) -> tuple:
+    "`(kind, path)` for `--data`: ('synthetic', None), ('file', ratings file) or ('download', None); checks paths without reading data"
+    if data == 'synthetic': return 'synthetic', None
+    if data is None:
+        from collab_ext.core import local_ml100k, data_dir
+        p = local_ml100k()
+        if p is not None: return 'file', p/'u.data'
+        if os.environ.get('COLLAB_EXT_DATA'): print(f"No ml-100k under $COLLAB_EXT_DATA ({data_dir()}): downloading it.", flush=True)
+        return 'download', None
+    p = Path(data).expanduser()
+    if not p.exists(): raise UsageError(f"--data {data}: no such file or folder")
+    if p.is_file(): return 'file', p
+    for fn in _RATINGS_FILES:
+        if (p/fn).is_file(): return 'file', p/fn
+    subs = sorted(d.name for d in p.iterdir() if d.is_dir() and any((d/f).is_file() for f in _RATINGS_FILES))
+    hint = (f"; it holds {', '.join(s+'/' for s in subs)}: pass --data {p/subs[0]}" if subs else
+            "; pass a ratings file (CSV/TSV) or a MovieLens folder")
+    raise UsageError(f"--data {data}: no ratings file in this folder (looked for {', '.join(_RATINGS_FILES)}){hint}")
+
+# %% ../nbs/90_cli.ipynb #c1100006
+_ROLES = dict(user=('user','userid','user_id','uid','users'), item=('item','itemid','item_id','iid','movieid','movie_id','movie','items'),
+              rating=('rating','ratings','score','stars'), timestamp=('timestamp','time','date','datetime'))
+
+def _sep(line:str) -> str:
+    "The separator that splits `line`: `::`, tab, comma, `|` or `;`, else whitespace"
+    return next((s for s in ('::', '\t', ',', '|', ';') if s in line), r'\s+')
+
+def _is_num(s:str) -> bool:
+    try: float(s); return True
+    except ValueError: return False
+
+def _pick(role:str, given, names:list, header:bool, fn:Path):
+    "The column of `role`: the one `given` (a name, or a position from 0), else found by name (header) or position (none)"
+    if given is not None:
+        if header and given in names: return given
+        if str(given).isdigit() and int(given) < len(names): return names[int(given)]
+        has = f"the columns {names}" if header else f"no header row and {len(names)} columns (give a position, 0 to {len(names)-1})"
+        raise UsageError(f"--{role}-col {given!r}: {fn.name} has {has}")
+    if not header:
+        pos = dict(user=0, item=1, rating=2, timestamp=3)[role]
+        return names[pos] if pos < len(names) else None
+    hit = [n for n in names if str(n).strip().lower() in _ROLES[role]]
+    if hit or role == 'timestamp': return hit[0] if hit else None
+    raise UsageError(f"{fn.name}: no {role} column among {names}; name it with --{role}-col")
+
+# %% ../nbs/90_cli.ipynb #c1100007
+def read_ratings_file(fn, user_col=None, item_col=None, rating_col=None):
+    "A ratings file (CSV, TSV, `::` or `|` separated, with or without a header row) as a frame: user, item, rating (, timestamp)"
+    import pandas as pd
+    fn = Path(fn)
+    with open(fn, encoding='utf-8', errors='replace') as f: first = f.readline().rstrip('\r\n')
+    if not first.strip(): raise UsageError(f"{fn}: the first line is empty; expected a header or a rating")
+    sep = _sep(first)
+    header = not any(_is_num(t) for t in (first.split() if sep == r'\s+' else first.split(sep)))
+    try: df = pd.read_csv(fn, sep=sep, header=0 if header else None, engine='c' if len(sep) == 1 else 'python', encoding_errors='replace')
+    except (pd.errors.ParserError, ValueError) as e: raise UsageError(f"{fn}: not a table ({str(e).strip().splitlines()[0]})") from None
+    names = list(df.columns)
+    if len(names) < 3:
+        raise UsageError(f"{fn}: {len(names)} column(s) ({names if header else 'no header row'}); a ratings file needs user, item and rating columns")
+    cols = {r: _pick(r, g, names, header, fn) for r,g in (('user',user_col),('item',item_col),('rating',rating_col),('timestamp',None))}
+    if len({cols['user'], cols['item'], cols['rating']}) < 3: raise UsageError(f"{fn}: user, item and rating are the same column(s): {cols}")
+    out = pd.DataFrame({r: df[c] for r,c in cols.items() if c is not None})
+    line = lambda bad: int(bad.argmax()) + (2 if header else 1)
+    for r in ('user','item'):
+        bad = out[r].isna().to_numpy()
+        if bad.any(): raise UsageError(f"{fn}: line {line(bad)}: no {r} id (column {cols[r]!r}; {int(bad.sum())} such line(s))")
+    rating = pd.to_numeric(out.rating, errors='coerce')
+    bad = rating.isna().to_numpy()
+    if bad.any():
+        raise UsageError(f"{fn}: line {line(bad)}: rating {out.rating.iloc[int(bad.argmax())]!r} is not a number "
+                         f"(column {cols['rating']!r}; {int(bad.sum())} such line(s))")
+    out['rating'] = rating.astype('float32')
+    return out
+
+# %% ../nbs/90_cli.ipynb #c1100009
+def load_ratings(kind:str, path:Path=None, user_col=None, item_col=None, rating_col=None, seed:int=42) -> tuple:
+    "`(ratings, description)` for a `resolve_data` result; MovieLens files get their titles"
+    import pandas as pd
+    from collab_ext.core import CollabDataError
+    if kind == 'download':
+        from collab_ext.data.load import load_movielens
+        try: ml = load_movielens(None)
+        except CollabDataError as e: print(f"{e}\nNo --data given and no download possible: using the synthetic set.", flush=True)
+        else: return ml.ratings, f"MovieLens-100k downloaded by fastai ({ml.path})"
+        kind = 'synthetic'
+    if kind == 'synthetic':
+        from collab_ext.synth import synth_movielens
+        return synth_movielens(seed=seed).ratings, "the built-in synthetic MovieLens-shaped set (seeded)"
+    titles = path.parent/_RATINGS_FILES.get(path.name, '?')
+    first = next((f for f in _RATINGS_FILES if (path.parent/f).is_file()), None)
+    if path.name in ('u.data','ratings.dat') and first == path.name and titles.is_file() and (user_col, item_col, rating_col) == (None,)*3:
+        from collab_ext.data.load import load_movielens
+        return load_movielens(path.parent).ratings, f"{path} (MovieLens, titles from {titles.name})"
+    r = read_ratings_file(path, user_col, item_col, rating_col)
+    if path.name == 'ratings.csv' and titles.is_file():
+        m = pd.read_csv(titles, encoding_errors='replace')
+        if {'movieId','title'} <= set(m.columns):
+            r['title'] = r.item.map(m.drop_duplicates('movieId').set_index('movieId').title)
+            return r, f"{path} (titles from {titles.name})"
+    return r, str(path)
+
+# %% ../nbs/90_cli.ipynb #c1100012
+def describe_data(ratings, what:str, valid_pct:float=0.2, seed:int=42) -> str:
+    "Source, size, split and unseen validation rows of the ratings the command trains on, as printed before training"
+    from collab_ext.data.split import RandomRatingSplitter, unseen_report
+    tr,va = RandomRatingSplitter(valid_pct, seed)(ratings)
+    rep = unseen_report(ratings, (tr,va), 'user', 'item')
+    return (f"data: {what}\n"
+            f"  {len(ratings):,} ratings, {ratings.user.nunique():,} users, {ratings.item.nunique():,} items\n"
+            f"  split: random (seed {seed}): {len(tr):,} training rows, {len(va):,} validation rows ({valid_pct:.0%})\n"
+            f"  validation rows with a user or item unseen in training: {rep.n_rows:,} (users {rep[1]:,}, items {rep[2]:,}; scored as '#na#')")
 
 # %% ../nbs/90_cli.ipynb #2c2daebd
-def train_learner(ratings:pd.DataFrame, model:str='dot', epochs:int=5, bs:int=1024, lr:float=3e-2, wd:float=1.0,
-                  n_factors:int=50, seed:int=42, valid_pct:float=0.2):
-    "A fastai `Learner` fitted on `ratings` with the package's fast recipe (FastCollabDataLoaders + `collab_learner`)"
-    if model not in ('dot','nn'): raise CollabDataError(f"--model {model!r}: use 'dot' or 'nn'")
+def train_learner(ratings, model:str='dot', epochs:int=8, bs:int=1024, lr:float=3e-2, wd:float=1.0,
+                  n_factors:int=50, seed:int=42, valid_pct:float=0.2, bar:bool=None):
+    "A fastai `Learner` fitted on `ratings` with the package's fast recipe (FastCollabDataLoaders + `collab_learner`); DDP when launched"
+    import torch
+    from fastai.collab import collab_learner
+    from fastai.metrics import AccumMetric, rmse
+    from fastcore.basics import noop
+    from fastai.torch_core import num_distrib, rank_distrib
+    from collab_ext.data.split import RandomRatingSplitter
+    from collab_ext.data.loaders import FastCollabDataLoaders
+    from collab_ext.learner import ConsoleTable
+    check_options(model, epochs, bs, lr, wd, n_factors, valid_pct)
     torch.manual_seed(seed)
     cols = [c for c in ('user','item','rating','timestamp','title') if c in ratings.columns]
     dls = FastCollabDataLoaders.from_df(ratings[cols], user_name='user', item_name='item', rating_name='rating', bs=bs, seed=seed,
                                         splitter=RandomRatingSplitter(valid_pct, seed), unseen='keep')
     y_range = (0., float(ratings.rating.max())*1.1)
-    learn = collab_learner(dls, n_factors=n_factors, use_nn=model=='nn', y_range=y_range, metrics=rmse)
-    from collab_ext.distributed import maybe_distrib_ctx        # imported here: it patches fastai's DistributedTrainer
-    if rank_distrib() != 0: learn.logger = noop                 # under torchrun only rank 0 prints the table
-    with learn.no_bar(), maybe_distrib_ctx(learn):             # data-parallel under `torchrun`/`accelerate launch`, else a no-op
-        learn.fit_one_cycle(epochs, lr, wd=wd, cbs=ConsoleTable() if rank_distrib() == 0 else None)
+    learn = collab_learner(dls, n_factors=n_factors, use_nn=model=='nn', y_range=y_range, metrics=AccumMetric(rmse.func, name='rmse'))
+    ctx = contextlib.nullcontext()
+    if num_distrib() > 1:                                       # launched by torchrun / accelerate: data-parallel
+        try: from collab_ext.distributed import maybe_distrib_ctx
+        except ModuleNotFoundError as e:
+            if e.name == 'accelerate': raise UsageError(str(e)) from None
+            raise
+        ctx = maybe_distrib_ctx(learn)
+    rank0 = rank_distrib() == 0
+    bar = (sys.stdout.isatty() if bar is None else bar) and rank0   # a bar on a terminal, plain lines in logs
+    if not rank0: learn.logger = noop                           # only rank 0 prints the table
+    with (contextlib.nullcontext() if bar else learn.no_bar()), ctx:
+        learn.fit_one_cycle(epochs, lr, wd=wd, cbs=None if bar or not rank0 else ConsoleTable())
     return learn
 
 # %% ../nbs/90_cli.ipynb #51d53aab
-def train(data:str=None,        # MovieLens folder (any layout); 'synthetic' for the built-in set; default: ML-100k download
-          model:str='dot',      # 'dot' (EmbeddingDotBias) or 'nn' (EmbeddingNN)
-          epochs:int=5,         # Epochs of fit_one_cycle
-          bs:int=1024,          # Batch size
-          lr:float=3e-2,        # Max learning rate
-          wd:float=1.0,         # Weight decay
-          n_factors:int=50,     # Latent factors
-          seed:int=42,          # Seed of the split, the shuffling and the init
-          out:str='collab_model'): # Folder for the exported learner (model.pkl)
-    "Fit a collab model, print fastai's epoch table and the validation RMSE, and export it to OUT/model.pkl (DDP under torchrun)"
-    ratings = cli_ratings(data, seed)
-    learn = train_learner(ratings, model, epochs, bs, lr, wd, n_factors, seed)
+def _check_out(out:Path, force:bool):
+    "Refuse an `--out` that is a file, or that holds a model already (unless `force`)"
+    if out.exists() and not out.is_dir(): raise UsageError(f"--out {out}: is a file; give a folder for the model")
+    there = [f for f in ('model.json','weights.pt','model.pkl') if (out/f).exists()]
+    if there and not force:
+        raise UsageError(f"--out {out}: already holds a model ({', '.join(there)}); pass --force to replace it, or choose another --out")
+
+def train(data:str=None, model:str='dot', epochs:int=8, bs:int=1024, lr:float=3e-2, wd:float=1.0, n_factors:int=50,
+          seed:int=42, valid_pct:float=0.2, out:str='collab_model', force:bool=False, threads:int=DEFAULT_THREADS,
+          user_col:str=None, item_col:str=None, rating_col:str=None, bar:bool=None) -> float:
+    "Fit a collab model on `data`, print what it trains on, fastai's epoch table and the validation RMSE, and save it to `out`"
+    check_options(model, epochs, bs, lr, wd, n_factors, valid_pct, threads)
+    out = Path(out).expanduser()
+    _check_out(out, force)
+    kind,path = resolve_data(data)
+    import torch
+    from fastai.torch_core import rank_distrib
+    torch.set_num_threads(threads)
+    ratings,what = load_ratings(kind, path, user_col, item_col, rating_col, seed)
+    rank0 = rank_distrib() == 0
+    if rank0:
+        print(describe_data(ratings, what, valid_pct, seed))
+        print(f"  model: {model}, {n_factors} factors; fit_one_cycle({epochs}, lr={lr}, wd={wd}), bs={bs}, {threads} torch thread(s)", flush=True)
+    learn = train_learner(ratings, model, epochs, bs, lr, wd, n_factors, seed, valid_pct, bar)
     with learn.no_bar(): rmse_v = float(learn.validate()[1])
-    if rank_distrib() != 0: return rmse_v
+    if not rank0: return rmse_v
     print(f"validation RMSE: {rmse_v:.4f}")
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     learn.path = out
-    learn.export('model.pkl')
-    print(f"exported learner: {out/'model.pkl'}")
+    import collab_ext.export  # noqa: F401  (adds `Learner.export_safe`, `Learner.save_collab`)
+    learn.export_safe('model.pkl')      # atomic: a kill leaves the previous file, never a truncated one
+    learn.save_collab(out)              # what `collab_ext recommend` loads: tensors + JSON, no code run
+    print(f"saved model: {out} (model.json + weights.pt, pickle-free; model.pkl for fastai's load_learner)")
     return rmse_v
 
 # %% ../nbs/90_cli.ipynb #48f0c32d
 def _as_vocab_type(user:str, vocab):
     "`user` (a string from the command line) converted to the type of the ids in `vocab`"
+    import numpy as np
     sample = vocab[1] if len(vocab) > 1 else ''
     if isinstance(sample, (int, np.integer)):
         try: return int(user)
-        except ValueError: raise CollabDataError(f"--user {user!r}: this model's user ids are integers") from None
+        except ValueError: raise UsageError(f"--user {user!r}: this model's user ids are whole numbers") from None
     return user
 
 # %% ../nbs/90_cli.ipynb #39b2c4a9
-def recommend(model:str='collab_model/model.pkl', # An exported learner (from `collab_ext train`)
-              user:str=None,   # The user id
-              n:int=10):       # How many items
+def _load_model(model:Path, trust_pickle:bool=False):
+    "A learner from a model folder / model.json (pickle-free), or a .pkl: its pickle-free siblings, else the pickle if trusted"
+    if not model.exists(): raise UsageError(f"--model {model}: no such file or folder (train one with `collab_ext train --out DIR`)")
+    if model.is_dir() and not (model/'model.json').exists():
+        pkl = model/'model.pkl'
+        if not (pkl.exists() and trust_pickle): raise UsageError(f"--model {model}: no model.json in this folder (give the folder `collab_ext train --out` wrote)")
+        model = pkl
+    if model.is_file() and model.suffix not in ('.json', '.pkl'):
+        raise UsageError(f"--model {model}: not a model (give the folder `collab_ext train --out` wrote, its model.json, or an exported .pkl)")
+    if model.is_dir() or model.suffix == '.json' or ((model.parent/'model.json').exists() and not trust_pickle):
+        from collab_ext.export import load_collab
+        return load_collab(model)
+    if not trust_pickle: raise UsageError(f"--model {model} is a pickle: loading it runs code from the file. Pass --trust-pickle if you "
+                                          "trust it, or save the model with `learn.save_collab(folder)` and pass the folder")
+    import pickle, warnings
+    from fastai.learner import load_learner
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='.*load_learner.*')      # trusted on purpose: no warning on every call
+            return load_learner(model, cpu=True)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as e:
+        raise UsageError(f"--model {model}: not a readable fastai export ({type(e).__name__}: {e})") from None
+
+# %% ../nbs/90_cli.ipynb #c1100015
+def _recommend_unknown(learn, user, n:int):
+    "Top `n` items for an id the model never saw, scored with the `#na#` user embedding"
+    import numpy as np, pandas as pd
+    from collab_ext.data.loaders import collab_names
+    u,i,r = collab_names(learn.dls)
+    items = learn.dls.known_items()
+    preds = learn.predict_ratings(pd.DataFrame({u: [user]*len(items), i: items}), unknown='na')
+    top = np.argsort(-preds, kind='stable')[:n]
+    res = pd.DataFrame({i: items[top]})
+    if learn.dls.titles is not None: res['title'] = learn.dls.titles.reindex(res[i]).to_numpy()
+    res[f'{r}_pred'] = preds[top]
+    return res
+
+def recommend(model:str='collab_model', user:str=None, n:int=10, unknown:str='error', trust_pickle:bool=False):
     "Print `user`'s top `n` unseen items with predicted ratings and titles"
+    if user is None: raise UsageError("--user is required")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1: raise UsageError(f"-n {n!r}: give a whole number of items, at least 1")
+    if unknown not in ('error','na'): raise UsageError(f"--unknown {unknown!r}: use 'error' or 'na'")
+    learn = _load_model(Path(model).expanduser(), trust_pickle)
+    import pandas as pd
     import collab_ext.learner  # noqa: F401  (adds `Learner.recommend`)
-    if user is None: raise CollabDataError("--user is required")
-    if not Path(model).exists(): raise CollabDataError(f"{model}: no such file (train one with `collab_ext train --out DIR`)")
-    learn = load_learner(model, cpu=True)
-    uid = _as_vocab_type(user, learn.dls.classes[learn.dls.train_ds.user_name])
-    recs = learn.recommend(uid, n=n)
+    from collab_ext.core import show_some, close_matches
+    vocab = learn.dls.classes[learn.dls.train_ds.user_name]
+    uid = _as_vocab_type(user, vocab)
+    if uid not in vocab.o2i or uid == '#na#':
+        if unknown == 'error':
+            near = close_matches(uid, vocab.items[1:])
+            raise UsageError(f"--user {user}: not one of this model's {len(vocab)-1:,} users (e.g. {show_some(vocab.items[1:], 3)})"
+                             + (f"; close ids: {near}" if near else '') + "; pass --unknown na to score them as an unknown user")
+        print(f"user {user} is not in the model: scored with the unknown-user ('#na#') embedding", file=sys.stderr)
+        recs = _recommend_unknown(learn, uid, n)
+    else: recs = learn.recommend(uid, n=n)
     with pd.option_context('display.width', 200, 'display.max_colwidth', 60): print(recs.to_string(index=False))
     return recs
 
 # %% ../nbs/90_cli.ipynb #213ca01f
+class _Parser(argparse.ArgumentParser):
+    "argparse, with its errors on one line (no usage block) and exit code 2"
+    def error(self, message): print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr); sys.exit(2)
+
+def _opt(p, name:str, help:str, **kw):
+    "Add `--name` (also spelled with `_`) to `p`"
+    flags = [f'--{name}'] + ([f"--{name.replace('-','_')}"] if '-' in name else [])
+    p.add_argument(*flags, dest=name.replace('-','_'), help=help, **kw)
+
+def parser() -> argparse.ArgumentParser:
+    "The `collab_ext` command line: `train` and `recommend`"
+    p = _Parser(prog='collab_ext', description="Train a collaborative-filtering model on ratings and recommend from it.")
+    sub = p.add_subparsers(dest='cmd', metavar='{train,recommend}', parser_class=_Parser)
+    t = sub.add_parser('train', help='fit a model on ratings and save it', description=train.__doc__)
+    _opt(t, 'data', "ratings file (CSV/TSV) or MovieLens folder; 'synthetic' for the built-in set (default: ml-100k under $COLLAB_EXT_DATA, else a download)")
+    _opt(t, 'user-col', 'user column of a ratings file: a name, or a position from 0 without a header row')
+    _opt(t, 'item-col', 'item column of a ratings file (name or position)')
+    _opt(t, 'rating-col', 'rating column of a ratings file (name or position)')
+    _opt(t, 'model', "'dot' (EmbeddingDotBias) or 'nn' (EmbeddingNN)", default=RECIPE['model'])
+    _opt(t, 'epochs', 'epochs of fit_one_cycle', type=int, default=RECIPE['epochs'])
+    _opt(t, 'bs', 'batch size (per process under torchrun)', type=int, default=RECIPE['bs'])
+    _opt(t, 'lr', 'maximum learning rate', type=float, default=RECIPE['lr'])
+    _opt(t, 'wd', 'weight decay', type=float, default=RECIPE['wd'])
+    _opt(t, 'n-factors', 'latent factors', type=int, default=RECIPE['n_factors'])
+    _opt(t, 'valid-pct', 'fraction of ratings kept for validation (random split)', type=float, default=RECIPE['valid_pct'])
+    _opt(t, 'seed', 'seed of the split, the shuffling and the initialisation', type=int, default=RECIPE['seed'])
+    _opt(t, 'threads', 'torch threads (1 is fastest for small embedding batches: BENCHMARKS.md)', type=int, default=DEFAULT_THREADS)
+    _opt(t, 'out', 'folder for the model (model.json + weights.pt, and model.pkl)', default='collab_model')
+    _opt(t, 'force', 'replace a model already in --out', action='store_true')
+    r = sub.add_parser('recommend', help="print a user's top-n unseen items", description=recommend.__doc__)
+    _opt(r, 'model', 'model folder from `collab_ext train` (or its model.json, or an exported .pkl)', default='collab_model')
+    _opt(r, 'user', 'the user id', required=True)
+    r.add_argument('-n', '--n', type=int, default=10, help='how many items')
+    _opt(r, 'unknown', "a user the model never saw: 'error', or 'na' to score them with the unknown-user embedding", default='error')
+    _opt(r, 'trust-pickle', 'allow loading a .pkl without pickle-free siblings (unpickling runs code from the file)', action='store_true')
+    return p
+
+# %% ../nbs/90_cli.ipynb #c1100017
 _commands = dict(train=train, recommend=recommend)
 
-def main():
-    "Dispatch `collab_ext COMMAND ...` to `train` or `recommend`"
-    args = sys.argv[1:]
-    if not args or args[0] not in _commands:
-        print("usage: collab_ext {train,recommend} [--help]\n  train      fit a model and export it\n  recommend  print a user's top-n unseen items")
-        sys.exit(0 if args and args[0] in ('-h','--help') else 2)
-    cmd = args.pop(0)
-    fn = _commands[cmd]
-    args = ['--n' if a == '-n' else a for a in args]   # `-n 10` as well as `--n 10`
-    kwargs = anno_parser(fn, prog=f'collab_ext {cmd}').parse_args(args).__dict__
-    kwargs.pop('xtra', None); kwargs.pop('pdb', None)
-    try: fn(**kwargs)
-    except (CollabDataError, KeyError) as e:
-        print(f"collab_ext {cmd}: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        sys.exit(1)
+def _is_mistake(e:Exception) -> bool:
+    "A mistake in the options or the data (one line, exit code 2), not a bug (a traceback)"
+    core = sys.modules.get('collab_ext.core')                  # not imported yet: no CollabDataError raised
+    return isinstance(e, (UsageError, KeyError, OSError)) or (core is not None and isinstance(e, core.CollabDataError))
+
+def main(argv=None):
+    "Run `collab_ext COMMAND ...`; mistakes are one line on stderr and exit code 2"
+    p = parser()
+    args = vars(p.parse_args(argv))
+    cmd = args.pop('cmd')
+    if cmd is None: p.print_help(); sys.exit(2)
+    try: _commands[cmd](**args)
+    except Exception as e:
+        if not _is_mistake(e): raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"collab_ext {cmd}: error: {' '.join(str(msg).split())}", file=sys.stderr)
+        sys.exit(2)
 
 # %% ../nbs/90_cli.ipynb #2498f367
 if __name__ == '__main__': main()     # `python -m collab_ext.cli train ...`, e.g. under `torchrun --nproc_per_node 2 -m collab_ext.cli train`

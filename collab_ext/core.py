@@ -12,8 +12,9 @@ import numpy as np, pandas as pd, torch
 from fastcore.all import *
 
 # %% auto #0
-__all__ = ['CollabDataError', 'CollabWarning', 'show_some', 'close_matches', 'check_columns', 'data_dir', 'local_ml100k',
-           'make_rng', 'torch_gen', 'MovieLensData']
+__all__ = ['CollabDataError', 'CollabWarning', 'show_some', 'close_matches', 'check_columns', 'needs_package', 'guarded_reduce',
+           'check_int', 'check_pct', 'check_choice', 'as_np', 'snap_to_levels', 'data_dir', 'local_ml100k', 'make_rng',
+           'torch_gen', 'MovieLensData', 'peak_memory', 'moved_module']
 
 # %% ../nbs/00_core.ipynb #fd8a9e19
 class CollabDataError(ValueError):
@@ -30,9 +31,16 @@ def show_some(xs, n:int=5) -> str:
     return s + (f' ... (+{len(xs)-n} more)' if len(xs)>n else '')
 
 # %% ../nbs/00_core.ipynb #cf409711
+def _is_number(x) -> bool:
+    "A number, or text that reads as one (an id like 161290)"
+    if isinstance(x, (bool, np.bool_)): return False
+    try: float(x if isinstance(x, (int, float, np.number)) else str(x)); return True
+    except (TypeError, ValueError): return False
+
 def close_matches(x, options, n:int=3) -> list:
-    "Up to `n` entries of `options` that look like `x` (for 'did you mean' messages)"
-    opts = [str(o) for o in options]
+    "Up to `n` entries of `options` that look like `x` (for 'did you mean' messages); none for numbers, whose look-alikes mean nothing"
+    if _is_number(x): return []
+    opts = [str(o) for o in options if not _is_number(o)]
     return difflib.get_close_matches(str(x), opts, n=n, cutoff=0.6)
 
 # %% ../nbs/00_core.ipynb #c82dba60
@@ -45,22 +53,72 @@ def check_columns(df:pd.DataFrame, names, what:str='ratings'):
         raise CollabDataError(f"{what}: column(s) {missing} not found; the frame has {list(df.columns)}"
                               + (f". {hint}" if hint else ''))
 
+# %% ../nbs/00_core.ipynb #f237da99
+import copyreg, operator, types, importlib.util
+
+class _Call:
+    "Pickles as the call `f(*args)` (standard-library callables only: unpickling it needs no collab_ext code)"
+    def __init__(self, f, args): self.f,self.args = f,args
+    def __reduce__(self): return self.f, self.args
+
+def needs_package(obj, pkg:str='collab_ext'):
+    "`obj` wrapped so that unpickling it first checks `pkg` is importable, raising a one-line `AttributeError` naming `pkg` if not"
+    msg = f"this file was saved by {pkg}, which is not installed here: `pip install {pkg}` (or put it on sys.path) before loading it"
+    found = _Call(bool, (_Call(importlib.util.find_spec, (pkg,)),))
+    check = _Call(getattr, (types.SimpleNamespace(ok=True), _Call(operator.getitem, ((msg, 'ok'), found))))
+    return _Call(operator.getitem, ((check, obj), 1))
+
+def guarded_reduce(self, protocol):
+    "A `__reduce_ex__` pickling `self` as usual, but behind `needs_package`: the check runs before `self`'s class is imported"
+    state = self.__getstate__() if hasattr(self, '__getstate__') else self.__dict__
+    return copyreg._reconstructor, (needs_package(type(self)), object, None), state
+
+# %% ../nbs/00_core.ipynb #6ede89c0
+def check_int(v, name:str, what:str, min:int=1):
+    "`v` as an `int`, raising `CollabDataError` unless it is a whole number (not a bool) of at least `min`"
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < min:
+        raise CollabDataError(f"{what}: {name}={v!r} must be a whole number of at least {min}")
+    return int(v)
+
+def check_pct(v, name:str, what:str) -> float:
+    "`v` as a float, raising `CollabDataError` unless it is a number in [0, 1)"
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)) or not 0 <= v < 1:
+        raise CollabDataError(f"{what}: {name}={v!r} must be a fraction of the rows, at least 0 and below 1")
+    return float(v)
+
+def check_choice(v, name:str, what:str, options):
+    "`v`, raising `CollabDataError` unless it is one of `options`"
+    if not any(v == o and type(v) is type(o) for o in options):
+        raise CollabDataError(f"{what}: {name}={v!r}: use {', '.join(map(repr, options))}")
+    return v
+
+# %% ../nbs/00_core.ipynb #h7000002
+def as_np(x) -> np.ndarray:
+    "`x` (a tensor on any device, an array or a list) as a numpy array"
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+# %% ../nbs/00_core.ipynb #d19c82e8
+def snap_to_levels(x, levels) -> np.ndarray:
+    "Each value of `x` replaced by the nearest of the sorted `levels`"
+    levels = np.asarray(levels, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float32)
+    pos = np.clip(np.searchsorted(levels, x), 1, len(levels)-1)
+    lo,hi = levels[pos-1],levels[pos]
+    return np.where(x-lo < hi-x, lo, hi).astype(np.float32)
+
 # %% ../nbs/00_core.ipynb #632102f2
-def data_dir() -> Path:
-    "Folder holding local MovieLens copies: `$COLLAB_EXT_DATA`, else `../shared/data` beside the checkout or cwd"
+def data_dir(path=None) -> Path:
+    "Folder of local MovieLens copies: `path`, else `$COLLAB_EXT_DATA`, else fastai's data folder (where `untar_data` puts downloads)"
+    if path is not None: return Path(path).expanduser()
     env = os.environ.get('COLLAB_EXT_DATA')
     if env: return Path(env).expanduser()
-    here = Path(globals().get('__file__', Path.cwd())).resolve()
-    for base in (Path.cwd(), here.parent.parent):
-        for p in (base, *base.parents):
-            cand = p.parent/'shared'/'data'
-            if cand.is_dir(): return cand
-    return Path('../shared/data')
+    from fastai.data.external import fastai_path
+    return fastai_path('data')
 
 # %% ../nbs/00_core.ipynb #0265d976
-def local_ml100k() -> Path|None:
-    "Path of a local ML-100k copy under `data_dir()`, or None"
-    p = data_dir()/'ml-100k'
+def local_ml100k(path=None) -> Path|None:
+    "Path of a local ML-100k copy under `data_dir(path)`, or None"
+    p = data_dir(path)/'ml-100k'
     return p if (p/'u.data').exists() else None
 
 # %% ../nbs/00_core.ipynb #e95ad456
@@ -86,3 +144,42 @@ class MovieLensData:
     def __repr__(self):
         return (f"{type(self).__name__}({self.layout}: {len(self.ratings):,} ratings, {len(self.users):,} users, "
                 f"{len(self.items):,} items, {len(self.genres)} genres)")
+
+# %% ../nbs/00_core.ipynb #b7e20002
+from contextlib import contextmanager
+import types
+
+def _vm(key:str) -> int:
+    "A `/proc/self/status` memory figure in bytes"
+    for l in open('/proc/self/status'):
+        if l.startswith(key+':'): return int(l.split()[1])*1024
+    return 0
+
+@contextmanager
+def peak_memory():
+    "Measure the peak resident memory above the start, in bytes, of the block (`res.peak`, Linux only)"
+    res = types.SimpleNamespace(peak=None)
+    with open('/proc/self/clear_refs', 'w') as f: f.write('5')   # reset VmHWM to the current RSS
+    start = _vm('VmRSS')
+    yield res
+    res.peak = _vm('VmHWM') - start
+
+# %% ../nbs/00_core.ipynb #6e093811
+def moved_module(old:str, new:dict|str, names=None):
+    "`(__all__, __getattr__, __dir__)` for a deprecated module `old` whose names now live in `new` (a module, or {name: module})"
+    import importlib
+    def _where(name):
+        if isinstance(new, str): return new
+        return new.get(name)
+    def _names():
+        if names is not None: return list(names)
+        if isinstance(new, dict): return list(new)
+        return list(importlib.import_module(new).__all__)
+    def __getattr__(name):
+        mod = _where(name) if names is None or name in names else None
+        if mod is None or name.startswith('__'): raise AttributeError(f"module {old!r} has no attribute {name!r}")
+        warnings.warn(f"`{old}` is deprecated and will be removed in the next release: import `{name}` from `{mod}`",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(mod), name)
+    def __dir__(): return sorted(_names())
+    return _names(), __getattr__, __dir__

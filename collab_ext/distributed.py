@@ -1,4 +1,4 @@
-"""Data-parallel training on PyTorch's own engine (fastai's `distrib_ctx`, `torchrun`, DDP; gloo on CPU, NCCL on GPU) with every rating seen once per epoch, and a lean ML-25M-shaped synthetic set for measuring the data path.
+"""Data-parallel training on PyTorch's own engine (`torchrun`, DDP through fastai's `DistributedTrainer`; gloo on CPU, NCCL on GPU) with every rating seen once per epoch. Needs `accelerate` (`pip install "collab_ext[distributed]"`).
 
 Docs: https://collab-ext.github.io/collab_ext/distributed.html.md"""
 
@@ -6,22 +6,35 @@ Docs: https://collab-ext.github.io/collab_ext/distributed.html.md"""
 
 # %% ../nbs/60_distributed.ipynb #106b56cb
 from __future__ import annotations
-import os, types, warnings, datetime
+import os, sys, warnings, datetime, atexit, importlib
 from contextlib import contextmanager
-import numpy as np, pandas as pd, torch
+import numpy as np, torch
 import torch.distributed as dist
 from torch import Tensor
 from fastcore.all import *
 from fastai.torch_core import to_detach, to_device, apply, rank_distrib, num_distrib
-from fastai.data.load import DataLoader
-from fastai.distributed import DistributedDL, DistributedTrainer, Accelerator, _hidden_params
 from .core import *
 from .data.loaders import FastCollabDL
 
 # %% auto #0
-__all__ = ['DEFAULT_TIMEOUT', 'shard_bounds', 'distrib_ready', 'comm_device', 'gather_rows', 'CollabDistributedDL',
-           'is_distrib_launch', 'set_distrib_timeout', 'init_distrib', 'CollabDistributedError', 'maybe_distrib_ctx',
-           'free_port', 'launch_local', 'synth_ratings', 'peak_memory']
+__all__ = ['DEFAULT_TIMEOUT', 'require_accelerate', 'shard_bounds', 'distrib_ready', 'comm_device', 'gather_rows',
+           'CollabDistributedDL', 'is_distrib_launch', 'set_distrib_timeout', 'close_distrib', 'init_distrib',
+           'CollabDistributedTrainer', 'collab_distrib_ctx', 'CollabDistributedError', 'maybe_distrib_ctx', 'free_port',
+           'launch_local']
+
+# %% ../nbs/60_distributed.ipynb #a1c0e002
+def require_accelerate():
+    "The `accelerate` module, or a one-line `ModuleNotFoundError` saying how to install it"
+    try: return importlib.import_module('accelerate')
+    except ModuleNotFoundError as e:
+        if e.name != 'accelerate': raise
+        raise ModuleNotFoundError("distributed training needs the `accelerate` package (fastai's DistributedTrainer is built on it): "
+                                  'pip install accelerate   (or: pip install "collab_ext[distributed]")', name='accelerate') from None
+
+require_accelerate()
+from accelerate import Accelerator
+from fastai.callback.progress import ProgressCallback
+from fastai.distributed import DistributedDL, DistributedTrainer, _hidden_params
 
 # %% ../nbs/60_distributed.ipynb #8dddb31b
 def shard_bounds(n:int, world_size:int, bs:int, drop_last:bool=False, uneven:str='spread') -> np.ndarray:
@@ -51,7 +64,6 @@ def comm_device() -> torch.device:
     "Where tensors must live for collectives: the current GPU under NCCL, else the CPU (gloo)"
     return torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
 
-# %% ../nbs/60_distributed.ipynb #11d68abb
 def gather_rows(t:Tensor, sizes=None) -> Tensor:
     "`t` from every rank concatenated along dim 0 in rank order; row counts may differ (`sizes` when known)"
     if not distrib_ready(): return t
@@ -68,13 +80,12 @@ def gather_rows(t:Tensor, sizes=None) -> Tensor:
     dist.all_gather(out, pad)
     return torch.cat([o[:k] for o,k in zip(out, sizes)]).to(t.device)
 
-# %% ../nbs/60_distributed.ipynb #04882469
 def _checksum(idxs:Tensor) -> int:
     "An order-sensitive checksum of an index permutation (int64 arithmetic, wrapping)"
     idxs = idxs.long().cpu()
     return int((idxs * (torch.arange(len(idxs)) % 65521 + 1)).sum())
 
-# %% ../nbs/60_distributed.ipynb #5a350344
+# %% ../nbs/60_distributed.ipynb #44a480c8
 @contextmanager
 def _set_attrs(o, **kwargs):
     "Temporarily set attributes of `o`"
@@ -85,7 +96,6 @@ def _set_attrs(o, **kwargs):
     finally:
         for k,v in old.items(): setattr(o, k, v)
 
-# %% ../nbs/60_distributed.ipynb #44a480c8
 class CollabDistributedDL(DistributedDL):
     "fastai's `DistributedDL` cutting each global batch into one piece per rank: every row once per epoch, no padding"
     def __init__(self, dl, rank:int=None, world_size:int=None, device=None, uneven:str='spread'):
@@ -175,6 +185,19 @@ def set_distrib_timeout(timeout:float):
     try: dist.distributed_c10d._set_pg_timeout(datetime.timedelta(seconds=timeout))
     except (AttributeError, RuntimeError, ValueError): warnings.warn(f"could not set the process-group timeout to {timeout}s")
 
+_trainers = []      # the trainers of this process: their DDP wrappers are dropped before the group goes
+
+def close_distrib(barrier:bool=True):
+    "Drop the DDP wrappers, wait for every rank (`barrier`), then destroy the default process group"
+    while _trainers: _trainers.pop().release()
+    if not (dist.is_available() and dist.is_initialized()): return
+    try: barrier and dist.barrier()
+    except RuntimeError: pass                                   # another rank is gone: nothing left to wait for
+    dist.destroy_process_group()
+
+_failed = []
+def _excepthook(*exc, _hook=sys.excepthook): _failed.append(exc[0]); _hook(*exc)    # leaving on an exception: no barrier
+
 def init_distrib(timeout:float=DEFAULT_TIMEOUT, join_timeout:float=600) -> bool:
     "Create the default process group from the launcher's env (NCCL with a GPU, else gloo): collectives fail after `timeout` s; True if created"
     if not is_distrib_launch() or dist.is_initialized(): return False
@@ -183,55 +206,66 @@ def init_distrib(timeout:float=DEFAULT_TIMEOUT, join_timeout:float=600) -> bool:
     td = lambda s: datetime.timedelta(seconds=s)
     dist.init_process_group('nccl' if cuda else 'gloo', init_method='env://', timeout=td(max(timeout, join_timeout)))
     if timeout < join_timeout: set_distrib_timeout(timeout)   # joining may take a while (imports, data); collectives should not
-    import atexit
-    atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    sys.excepthook = _excepthook
+    atexit.register(lambda: close_distrib(barrier=not _failed))
     return True
 
 # %% ../nbs/60_distributed.ipynb #bb137af9
-@patch
-@delegates(Accelerator, but=_hidden_params)
-def __init__(self:DistributedTrainer, sync_bn:bool=True, uneven:str='spread', timeout:float=DEFAULT_TIMEOUT, **kwargs):
-    "fastai's `DistributedTrainer`: gloo on CPU, process-group `timeout` (s), `uneven` passed to `shard_bounds`"
-    cpu = kwargs.setdefault('cpu', not torch.cuda.is_available())
-    store_attr('uneven')
-    self.sync_bn = sync_bn and not cpu
-    if not init_distrib(timeout) and dist.is_initialized(): set_distrib_timeout(timeout)   # a group made earlier gets this timeout too
-    self.accelerator = Accelerator(**kwargs)
+class CollabDistributedTrainer(DistributedTrainer):
+    "fastai's `DistributedTrainer` for collab_ext: gloo on CPU, process-group `timeout` (s), `uneven` passed to `shard_bounds`"
+    @delegates(Accelerator, but=_hidden_params)
+    def __init__(self, sync_bn:bool=True, uneven:str='spread', timeout:float=DEFAULT_TIMEOUT, **kwargs):
+        cpu = kwargs.setdefault('cpu', not torch.cuda.is_available())
+        if not init_distrib(timeout) and dist.is_initialized(): set_distrib_timeout(timeout)   # a group made earlier gets this timeout too
+        super().__init__(sync_bn=sync_bn and not cpu, **kwargs)
+        self.uneven = uneven
+        _trainers.append(self)
 
-DistributedTrainer._fastai_before_fit = getattr(DistributedTrainer, '_fastai_before_fit', DistributedTrainer.before_fit)
+    def before_fit(self):
+        "Freeze empty parameters (fastai's `BatchNorm1d(0)` without continuous inputs), which DDP would wait for, then fastai's `before_fit`"
+        for p in self.learn.model.parameters():
+            if p.numel() == 0: p.requires_grad_(False)
+        super().before_fit()
 
-@patch
-def before_fit(self:DistributedTrainer):
-    "Freeze empty parameters (fastai's `BatchNorm1d(0)` without continuous inputs), which DDP would wait for, then fastai's `before_fit`"
-    for p in self.learn.model.parameters():
-        if p.numel() == 0: p.requires_grad_(False)
-    self._fastai_before_fit()
+    def _wrap_dl(self, dl):
+        "Shard collab_ext loaders with `CollabDistributedDL`; every other loader keeps fastai's `DistributedDL`"
+        if isinstance(dl, DistributedDL): return dl
+        dev = getattr(self.learn.model, 'device', None)
+        if isinstance(dl, FastCollabDL): return CollabDistributedDL(dl, device=dev, uneven=self.uneven)
+        return DistributedDL(dl, device=dev)
 
-@patch
-def _wrap_dl(self:DistributedTrainer, dl):
-    "Shard collab_ext loaders with `CollabDistributedDL`; every other loader keeps fastai's `DistributedDL`"
-    if isinstance(dl, DistributedDL): return dl
-    dev = getattr(self.learn.model, 'device', None)
-    if isinstance(dl, FastCollabDL): return CollabDistributedDL(dl, device=dev, uneven=getattr(self, 'uneven', 'spread'))
-    return DistributedDL(dl, device=dev)          # any other loader: fastai's own behaviour, untouched
+    def release(self):
+        "Forget the DDP-wrapped model (Accelerate keeps a reference), so the process group can go"
+        self.accelerator.free_memory()
+        if self in _trainers: _trainers.remove(self)
 
 # %% ../nbs/60_distributed.ipynb #d9c673cf
+@contextmanager
+@delegates(CollabDistributedTrainer)
+def collab_distrib_ctx(learn, sync_bn:bool=True, **kwargs):
+    "fastai's `learn.distrib_ctx()` with `CollabDistributedTrainer` (in a launched process; a no-op in one process)"
+    cb = CollabDistributedTrainer(sync_bn, **kwargs) if num_distrib() else None
+    if cb is not None: learn.add_cb(cb)
+    if cb is not None and rank_distrib(): learn.remove_cb(ProgressCallback)
+    try: yield learn
+    finally:
+        learn.detach_distributed()
+        if cb is not None: cb.release()
+
 class CollabDistributedError(RuntimeError):
     "A collective failed under distributed training: another rank died or did not answer within the timeout"
 
 @contextmanager
 def maybe_distrib_ctx(learn, timeout:float=DEFAULT_TIMEOUT, uneven:str='spread', **kwargs):
-    "`learn.distrib_ctx()` (gloo on CPU, `timeout` in seconds) under `torchrun`/`accelerate launch`; a no-op otherwise"
+    "`collab_distrib_ctx` (gloo on CPU, `timeout` in seconds) under `torchrun`/`accelerate launch`; a no-op otherwise"
     if not is_distrib_launch(): yield learn; return
     try:
-        with learn.distrib_ctx(timeout=timeout, uneven=uneven, **kwargs): yield learn
+        with collab_distrib_ctx(learn, timeout=timeout, uneven=uneven, **kwargs): yield learn
     except RuntimeError as e:
         if isinstance(e, CollabDistributedError) or not isinstance(e, dist.DistError) and 'gloo' not in str(e).lower() \
            and 'nccl' not in str(e).lower(): raise
         raise CollabDistributedError(f"rank {rank_distrib()} of {num_distrib()}: a collective failed ({type(e).__name__}: {e}). "
                                      f"Another rank probably failed or stalled longer than timeout={timeout}s; see its log") from e
-    # the process group stays for the life of the process, as in fastai: a gloo group created again under
-    # torchrun's store can wait on the old group's addresses. `init_distrib` registers its teardown at exit.
 
 # %% ../nbs/60_distributed.ipynb #659a97f6
 def free_port() -> int:
@@ -249,7 +283,7 @@ def _rank_errors(log:str) -> str:
 
 def launch_local(script, *args, nprocs:int=2, timeout:float=600, env:dict=None):
     "Run `script` under `torchrun --nproc_per_node nprocs` on this machine; the finished process, or an error naming the failing ranks"
-    import subprocess, sys
+    import subprocess
     cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nprocs}', '--master_addr=127.0.0.1',
            f'--master_port={free_port()}', str(script), *map(str, args)]
     e = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1'), **(env or {})}
@@ -261,56 +295,10 @@ def launch_local(script, *args, nprocs:int=2, timeout:float=600, env:dict=None):
                                      f"{_rank_errors(p.stderr) or p.stderr[-2000:]}")
     return p
 
-# %% ../nbs/60_distributed.ipynb #a4dc181e
-def _power_law(n:int, offset:float, rng) -> np.ndarray:
-    "Cumulative probabilities over `n` entries proportional to `1/(rank+offset)`, in a random order"
-    w = rng.permutation(1.0/(np.arange(n)+offset))
-    return np.cumsum(w/w.sum())
+_moved = {'synth_ratings': 'collab_ext.synth', 'peak_memory': 'collab_ext.core'}
 
-def _draw(cdf, k, rng) -> np.ndarray: return np.minimum(np.searchsorted(cdf, rng.random(k)), len(cdf)-1).astype(np.int64)
-
-# %% ../nbs/60_distributed.ipynb #c0f8ea6f
-def synth_ratings(n_ratings:int=25_000_095, n_users:int=162_541, n_items:int=59_047, min_per_user:int=20,
-                  n_factors:int=4, seed:int=0, chunk:int=2_000_000) -> pd.DataFrame:
-    "Ratings only, ML-25M shape by default: unique (user, item) int32 pairs, about `min_per_user` or more per user, power-law popularity, float32 half stars, int64 timestamps"
-    if n_ratings > n_users*n_items: raise CollabDataError(f"{n_ratings} ratings cannot be unique among {n_users}×{n_items} pairs")
-    rng = np.random.default_rng(seed)
-    ucdf,icdf = _power_law(n_users, 100, rng),_power_law(n_items, 50, rng)
-    base = np.repeat(np.arange(n_users, dtype=np.int64), min(min_per_user, n_ratings//n_users))
-    base = np.unique(base*n_items + _draw(icdf, len(base), rng))        # every user's first ratings, always kept
-    keys = base
-    while len(keys) < n_ratings:
-        k = int((n_ratings-len(keys))*1.1) + 1000
-        keys = np.unique(np.concatenate([keys, _draw(ucdf, k, rng)*n_items + _draw(icdf, k, rng)]))
-    in_base = np.zeros(len(keys), bool); in_base[np.searchsorted(keys, base)] = True
-    extra = keys[~in_base]
-    keys = np.concatenate([base, extra[rng.permutation(len(extra))[:n_ratings-len(base)]]])
-    keys = keys[rng.permutation(len(keys))]
-    del extra, base
-    user,item = (keys//n_items).astype(np.int32),(keys%n_items).astype(np.int32)
-    del keys
-    bu,bi = rng.normal(0, .35, n_users).astype(np.float32),rng.normal(0, .45, n_items).astype(np.float32)
-    P,Q = (rng.normal(0, .5, (m, n_factors)).astype(np.float32) for m in (n_users, n_items))
-    rating = np.empty(n_ratings, np.float32)
-    for s in range(0, n_ratings, chunk):
-        u,i = user[s:s+chunk],item[s:s+chunk]
-        r = 3.53 + bu[u] + bi[i] + (P[u]*Q[i]).sum(1) + rng.normal(0, .8, len(u)).astype(np.float32)
-        rating[s:s+chunk] = np.clip(np.round(r*2)/2, .5, 5)
-    ts = rng.integers(789_652_009, 1_574_327_703, n_ratings)     # ML-25M's time span, seconds
-    return pd.DataFrame({'user': user+1, 'item': item+1, 'rating': rating, 'timestamp': ts})
-
-# %% ../nbs/60_distributed.ipynb #923e0e71
-def _vm(key:str) -> int:
-    "A `/proc/self/status` memory figure in bytes"
-    for l in open('/proc/self/status'):
-        if l.startswith(key+':'): return int(l.split()[1])*1024
-    return 0
-
-@contextmanager
-def peak_memory():
-    "Measure the peak resident memory above the start, in bytes, of the block (`res.peak`, Linux only)"
-    res = types.SimpleNamespace(peak=None)
-    with open('/proc/self/clear_refs', 'w') as f: f.write('5')   # reset VmHWM to the current RSS
-    start = _vm('VmRSS')
-    yield res
-    res.peak = _vm('VmHWM') - start
+def __getattr__(name):
+    "Names that moved out of this module: the object from its new home, with a `DeprecationWarning`"
+    if name not in _moved: raise AttributeError(f"module 'collab_ext.distributed' has no attribute {name!r}")
+    warnings.warn(f"`collab_ext.distributed.{name}` moved: import it from `{_moved[name]}`", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(_moved[name]), name)

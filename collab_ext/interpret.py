@@ -13,7 +13,7 @@ from fastai.torch_core import to_np
 from .core import *
 from .models import model_factors
 from .data.loaders import collab_names, train_codes
-from .learner import _seen_index, _user_code
+from .learner import *   # dls.seen_index(), dls.user_code()
 
 # %% auto #0
 __all__ = ['CollabInterpretation']
@@ -34,167 +34,148 @@ class CollabInterpretation:
 
     def __repr__(self): return f"{type(self).__name__}({type(self.learn.model).__name__}, {len(self.items)-1} items)"
 
-# %% ../nbs/31_interpret.ipynb #392547a8
-@patch
-def item_table(self:CollabInterpretation) -> pd.DataFrame:
-    "One row per item code: id, title, bias, mean rating and count in the training data"
-    if getattr(self, '_items', None) is not None: return self._items
-    _,ic,y = train_codes(self.dls)
-    n = len(self.items)
-    count = np.bincount(ic, minlength=n)
-    mean = np.bincount(ic, weights=y.astype(np.float64), minlength=n) / np.maximum(count, 1)
-    df = pd.DataFrame({self.item_name: self.items}, index=pd.RangeIndex(n, name='code'))
-    if self.titles is not None: df['title'] = self.titles.reindex(self.items).to_numpy()
-    if self.parts['item_bias'] is not None: df['bias'] = to_np(self.parts['item_bias'])
-    df['mean_rating'] = np.where(count > 0, mean, np.nan)
-    df['count'] = count
-    self._items = df.iloc[np.flatnonzero(self.items != '#na#')]
-    return self._items
+    def item_table(self) -> pd.DataFrame:
+        "One row per item code: id, title, bias, mean rating and count in the training data"
+        if getattr(self, '_items', None) is not None: return self._items
+        _,ic,y = train_codes(self.dls)
+        n = len(self.items)
+        count = np.bincount(ic, minlength=n)
+        mean = np.bincount(ic, weights=y.astype(np.float64), minlength=n) / np.maximum(count, 1)
+        df = pd.DataFrame({self.item_name: self.items}, index=pd.RangeIndex(n, name='code'))
+        if self.titles is not None: df['title'] = self.titles.reindex(self.items).to_numpy()
+        if self.parts['item_bias'] is not None: df['bias'] = to_np(self.parts['item_bias'])
+        df['mean_rating'] = np.where(count > 0, mean, np.nan)
+        df['count'] = count
+        self._items = df.iloc[np.flatnonzero(self.items != '#na#')]
+        return self._items
 
-# %% ../nbs/31_interpret.ipynb #a8b798cf
-@patch
-def item_code(self:CollabInterpretation, item) -> int:
-    "Vocab code of `item`, given by id or title; `KeyError` with close matches when unknown"
-    o2i = self.dls.classes[self.item_name].o2i
-    if item in o2i and item != '#na#': return o2i[item]
-    if self.titles is not None:
-        ids = self.titles.index[self.titles.to_numpy() == item]
-        codes = [o2i[i] for i in ids if i in o2i]
-        if codes:
-            if len(codes) > 1:
-                warnings.warn(f"title {item!r} has {len(codes)} ids {list(ids)}; using the most rated", CollabWarning)
-                counts = self.item_table()['count']
-                codes = sorted(codes, key=lambda c: -counts.get(c, 0))
-            return codes[0]
-    names = (list(self.titles.dropna().unique()) if self.titles is not None else []) + [str(o) for o in self.items[1:]]
-    raise KeyError(f"item {item!r} is not in the training vocab ({len(self.items)-1} items); "
-                   f"close matches: {close_matches(item, names) or 'none'}")
+    def item_code(self, item) -> int:
+        "Vocab code of `item`, given by id or title; `KeyError` with close matches when unknown"
+        o2i = self.dls.classes[self.item_name].o2i
+        if item in o2i and item != '#na#': return o2i[item]
+        if self.titles is not None:
+            ids = self.titles.index[self.titles.to_numpy() == item]
+            codes = [o2i[i] for i in ids if i in o2i]
+            if codes:
+                if len(codes) > 1:
+                    warnings.warn(f"title {item!r} has {len(codes)} ids {list(ids)}; using the most rated", CollabWarning)
+                    counts = self.item_table()['count']
+                    codes = sorted(codes, key=lambda c: -counts.get(c, 0))
+                return codes[0]
+        names = (list(self.titles.dropna().unique()) if self.titles is not None else []) + [str(o) for o in self.items[1:]]
+        raise KeyError(f"item {item!r} is not in the training vocab ({len(self.items)-1} items); "
+                       f"close matches: {close_matches(item, names) or 'none'}")
 
-@patch
-def user_code(self:CollabInterpretation, user) -> int:
-    "Vocab code of `user`; `KeyError` with close matches when unknown"
-    return _user_code(self.dls, user)
+    def user_code(self, user) -> int:
+        "Vocab code of `user`; `KeyError` with close matches when unknown"
+        return self.dls.user_code(user)
 
-# %% ../nbs/31_interpret.ipynb #120ee036
-@patch
-def _need(self:CollabInterpretation, part):
-    if self.parts[part] is None:
-        raise TypeError(f"{type(self.learn.model).__name__} has no {part.replace('_',' ')}; use a model with biases "
-                        "(DotProductBias, fastai's EmbeddingDotBias)" if 'bias' in part else f"{type(self.learn.model).__name__} has no {part}")
-    return self.parts[part]
+    def _need(self, part):
+        if self.parts[part] is None:
+            raise TypeError(f"{type(self.learn.model).__name__} has no {part.replace('_',' ')}; use a model with biases "
+                            "(DotProductBias, fastai's EmbeddingDotBias)" if 'bias' in part else f"{type(self.learn.model).__name__} has no {part}")
+        return self.parts[part]
 
-@patch
-def lowest_biases(self:CollabInterpretation, n:int=5, min_count:int=0) -> pd.DataFrame:
-    "The `n` items with the lowest bias (rated low even by users whose factors match them)"
-    self._need('item_bias')
-    t = self.item_table()
-    return t[t['count'] >= min_count].sort_values('bias', kind='stable').head(n)
+    def lowest_biases(self, n:int=5, min_count:int=0) -> pd.DataFrame:
+        "The `n` items with the lowest bias (rated low even by users whose factors match them)"
+        self._need('item_bias')
+        t = self.item_table()
+        return t[t['count'] >= min_count].sort_values('bias', kind='stable').head(n)
 
-@patch
-def highest_biases(self:CollabInterpretation, n:int=5, min_count:int=0) -> pd.DataFrame:
-    "The `n` items with the highest bias"
-    self._need('item_bias')
-    t = self.item_table()
-    return t[t['count'] >= min_count].sort_values('bias', ascending=False, kind='stable').head(n)
+    def highest_biases(self, n:int=5, min_count:int=0) -> pd.DataFrame:
+        "The `n` items with the highest bias"
+        self._need('item_bias')
+        t = self.item_table()
+        return t[t['count'] >= min_count].sort_values('bias', ascending=False, kind='stable').head(n)
 
-# %% ../nbs/31_interpret.ipynb #9964f2c6
-@patch
-def bias_vs_mean(self:CollabInterpretation, min_count:int=20) -> pd.DataFrame:
-    "Items ranked by bias and by mean training rating, with the Spearman correlation in `.attrs`"
-    self._need('item_bias')
-    t = self.item_table()
-    t = t[t['count'] >= max(min_count, 1)].copy()
-    t['bias_rank'] = t['bias'].rank(ascending=False, method='first').astype(int)
-    t['mean_rank'] = t['mean_rating'].rank(ascending=False, method='first').astype(int)
-    t['rank_shift'] = t['mean_rank'] - t['bias_rank']
-    t = t.sort_values('bias_rank')
-    t.attrs['spearman'] = float(np.corrcoef(t['bias_rank'], t['mean_rank'])[0,1]) if len(t) > 1 else np.nan
-    return t
+    def bias_vs_mean(self, min_count:int=20) -> pd.DataFrame:
+        "Items ranked by bias and by mean training rating, with the Spearman correlation in `.attrs`"
+        self._need('item_bias')
+        t = self.item_table()
+        t = t[t['count'] >= max(min_count, 1)].copy()
+        t['bias_rank'] = t['bias'].rank(ascending=False, method='first').astype(int)
+        t['mean_rank'] = t['mean_rating'].rank(ascending=False, method='first').astype(int)
+        t['rank_shift'] = t['mean_rank'] - t['bias_rank']
+        t = t.sort_values('bias_rank')
+        t.attrs['spearman'] = float(np.corrcoef(t['bias_rank'], t['mean_rank'])[0,1]) if len(t) > 1 else np.nan
+        return t
 
-@patch
-def rank_agreement(self:CollabInterpretation, n:int=20, min_count:int=20) -> dict:
-    "Spearman correlation of the two rankings and how many of the top `n` by bias are in the top `n` by mean"
-    t = self.bias_vs_mean(min_count)
-    top_b,top_m = set(t.nsmallest(n, 'bias_rank').index),set(t.nsmallest(n, 'mean_rank').index)
-    return dict(spearman=t.attrs['spearman'], n=n, top_n_overlap=len(top_b & top_m), n_items=len(t))
+    def rank_agreement(self, n:int=20, min_count:int=20) -> dict:
+        "Spearman correlation of the two rankings and how many of the top `n` by bias are in the top `n` by mean"
+        t = self.bias_vs_mean(min_count)
+        top_b,top_m = set(t.nsmallest(n, 'bias_rank').index),set(t.nsmallest(n, 'mean_rank').index)
+        return dict(spearman=t.attrs['spearman'], n=n, top_n_overlap=len(top_b & top_m), n_items=len(t))
 
-@patch
-def plot_bias_vs_mean(self:CollabInterpretation, min_count:int=20, n_labels:int=8, ax=None, figsize=(8, 8)):
-    "Scatter of rank by mean rating against rank by bias, labelling the items where they disagree most"
-    import matplotlib.pyplot as plt
-    t = self.bias_vs_mean(min_count)
-    if ax is None: _,ax = plt.subplots(figsize=figsize)
-    sc = ax.scatter(t['mean_rank'], t['bias_rank'], c=np.log10(t['count']), s=8, cmap='viridis')
-    ax.plot([1, len(t)], [1, len(t)], 'k--', lw=0.8)
-    label = t['title'] if 'title' in t else t[self.item_name].astype(str)
-    for k in t['rank_shift'].abs().nlargest(n_labels).index:
-        ax.annotate(str(label[k])[:30], (t.loc[k,'mean_rank'], t.loc[k,'bias_rank']), fontsize=8)
-    ax.set_xlabel('rank by mean rating'); ax.set_ylabel('rank by bias'); ax.invert_xaxis(); ax.invert_yaxis()
-    ax.set_title(f"bias vs mean rating (Spearman {t.attrs['spearman']:.2f}, items rated ≥{min_count}×)")
-    plt.colorbar(sc, ax=ax, label='log10(count)')
-    return ax
+    def plot_bias_vs_mean(self, min_count:int=20, n_labels:int=8, ax=None, figsize=(8, 8)):
+        "Scatter of rank by mean rating against rank by bias, labelling the items where they disagree most"
+        import matplotlib.pyplot as plt
+        t = self.bias_vs_mean(min_count)
+        if ax is None: _,ax = plt.subplots(figsize=figsize)
+        sc = ax.scatter(t['mean_rank'], t['bias_rank'], c=np.log10(t['count']), s=8, cmap='viridis')
+        ax.plot([1, len(t)], [1, len(t)], 'k--', lw=0.8)
+        label = t['title'] if 'title' in t else t[self.item_name].astype(str)
+        for k in t['rank_shift'].abs().nlargest(n_labels).index:
+            ax.annotate(str(label[k])[:30], (t.loc[k,'mean_rank'], t.loc[k,'bias_rank']), fontsize=8)
+        ax.set_xlabel('rank by mean rating'); ax.set_ylabel('rank by bias'); ax.invert_xaxis(); ax.invert_yaxis()
+        ax.set_title(f"bias vs mean rating (Spearman {t.attrs['spearman']:.2f}, items rated ≥{min_count}×)")
+        plt.colorbar(sc, ax=ax, label='log10(count)')
+        return ax
 
-# %% ../nbs/31_interpret.ipynb #bed58925
-@patch
-def item_pca(self:CollabInterpretation, n_items:int=1000, k:int=3) -> pd.DataFrame:
-    "The first `k` principal components of the factors of the `n_items` most rated items"
-    f = self._need('item_factors')
-    t = self.item_table().sort_values('count', ascending=False, kind='stable').head(n_items)
-    x = f[torch.tensor(t.index.to_numpy(), dtype=torch.long)]
-    x = x - x.mean(0)
-    _,_,vt = torch.linalg.svd(x, full_matrices=False)
-    comps = to_np(x @ vt[:k].T)
-    res = t.drop(columns=[c for c in ('bias',) if c in t]).copy()
-    for j in range(comps.shape[1]): res[f'pc{j}'] = comps[:,j]
-    return res
+    def item_pca(self, n_items:int=1000, k:int=3) -> pd.DataFrame:
+        "The first `k` principal components of the factors of the `n_items` most rated items"
+        f = self._need('item_factors')
+        t = self.item_table().sort_values('count', ascending=False, kind='stable').head(n_items)
+        x = f[torch.tensor(t.index.to_numpy(), dtype=torch.long)]
+        x = x - x.mean(0)
+        _,_,vt = torch.linalg.svd(x, full_matrices=False)
+        comps = to_np(x @ vt[:k].T)
+        res = t.drop(columns=[c for c in ('bias',) if c in t]).copy()
+        for j in range(comps.shape[1]): res[f'pc{j}'] = comps[:,j]
+        return res
 
-@patch
-def plot_item_pca(self:CollabInterpretation, n:int=50, n_items:int=1000, comps=(0, 2), ax=None, figsize=(12, 12)):
-    "The chapter's figure: `n` of the most rated items placed by two principal components of their factors"
-    import matplotlib.pyplot as plt
-    p = self.item_pca(n_items, k=max(comps)+1).head(n)
-    if ax is None: _,ax = plt.subplots(figsize=figsize)
-    a,b = (f'pc{c}' for c in comps)
-    ax.scatter(p[a], p[b])
-    label = p['title'] if 'title' in p else p[self.item_name].astype(str)
-    for k in p.index: ax.text(p.loc[k,a], p.loc[k,b], str(label[k]), fontsize=9)
-    ax.set_xlabel(a); ax.set_ylabel(b)
-    return ax
+    def plot_item_pca(self, n:int=50, n_items:int=1000, comps=(0, 2), ax=None, figsize=(12, 12)):
+        "The chapter's figure: `n` of the most rated items placed by two principal components of their factors"
+        import matplotlib.pyplot as plt
+        p = self.item_pca(n_items, k=max(comps)+1).head(n)
+        if ax is None: _,ax = plt.subplots(figsize=figsize)
+        a,b = (f'pc{c}' for c in comps)
+        ax.scatter(p[a], p[b])
+        label = p['title'] if 'title' in p else p[self.item_name].astype(str)
+        for k in p.index: ax.text(p.loc[k,a], p.loc[k,b], str(label[k]), fontsize=9)
+        ax.set_xlabel(a); ax.set_ylabel(b)
+        return ax
+
+    def _ranked(self, sims, n, drop=()):
+        "Top `n` items (never `#na#` or `drop` codes) by similarity `sims`"
+        t = self.item_table()
+        s = pd.Series(sims[t.index], index=t.index).drop(list(drop))
+        if n > len(s):
+            warnings.warn(f"n={n} is more than the {len(s)} items available; returning {len(s)}", CollabWarning)
+        top = s.sort_values(ascending=False, kind='stable').head(n)
+        res = t.loc[top.index, [c for c in (self.item_name, 'title', 'mean_rating', 'count') if c in t]].copy()
+        res['similarity'] = top.to_numpy()
+        return res
+
+    def most_similar(self, item, n:int=5) -> pd.DataFrame:
+        "The `n` items whose factors have the highest cosine similarity with `item`'s (by id or title)"
+        f = self._need('item_factors')
+        c = self.item_code(item)
+        return self._ranked(_cosine(f[c], f), n, drop=[c])
+
+    def user_nearest_items(self, user, n:int=5, exclude_seen:bool=False) -> pd.DataFrame:
+        "The `n` items whose factors point most nearly the way `user`'s do (cosine)"
+        uf,f = self._need('user_factors'),self._need('item_factors')
+        if uf.shape[1] != f.shape[1]:
+            raise CollabDataError(f"user factors ({uf.shape[1]}) and item factors ({f.shape[1]}) differ in size: "
+                                  "user-item cosine needs a dot-product model")
+        c = self.user_code(user)
+        drop = []
+        if exclude_seen:
+            i,starts = self.dls.seen_index()
+            drop = np.unique(i[starts[c]:starts[c+1]]).tolist()
+        return self._ranked(_cosine(uf[c], f), n, drop=drop)
 
 # %% ../nbs/31_interpret.ipynb #16693cdb
 def _cosine(v, m):
     "Cosine similarity of vector `v` with each row of `m`"
     return to_np((m @ v) / (m.norm(dim=1) * v.norm()).clamp_min(1e-12))
-
-@patch
-def _ranked(self:CollabInterpretation, sims, n, drop=()):
-    "Top `n` items (never `#na#` or `drop` codes) by similarity `sims`"
-    t = self.item_table()
-    s = pd.Series(sims[t.index], index=t.index).drop(list(drop))
-    if n > len(s):
-        warnings.warn(f"n={n} is more than the {len(s)} items available; returning {len(s)}", CollabWarning)
-    top = s.sort_values(ascending=False, kind='stable').head(n)
-    res = t.loc[top.index, [c for c in (self.item_name, 'title', 'mean_rating', 'count') if c in t]].copy()
-    res['similarity'] = top.to_numpy()
-    return res
-
-@patch
-def most_similar(self:CollabInterpretation, item, n:int=5) -> pd.DataFrame:
-    "The `n` items whose factors have the highest cosine similarity with `item`'s (by id or title)"
-    f = self._need('item_factors')
-    c = self.item_code(item)
-    return self._ranked(_cosine(f[c], f), n, drop=[c])
-
-@patch
-def user_nearest_items(self:CollabInterpretation, user, n:int=5, exclude_seen:bool=False) -> pd.DataFrame:
-    "The `n` items whose factors point most nearly the way `user`'s do (cosine)"
-    uf,f = self._need('user_factors'),self._need('item_factors')
-    if uf.shape[1] != f.shape[1]:
-        raise CollabDataError(f"user factors ({uf.shape[1]}) and item factors ({f.shape[1]}) differ in size: "
-                              "user-item cosine needs a dot-product model")
-    c = self.user_code(user)
-    drop = []
-    if exclude_seen:
-        i,starts = _seen_index(self.dls)
-        drop = np.unique(i[starts[c]:starts[c+1]]).tolist()
-    return self._ranked(_cosine(uf[c], f), n, drop=drop)

@@ -16,12 +16,12 @@ from fastai.callback.core import Callback
 from .core import *
 from fastai.data.core import DataLoaders
 from .data.core import encode_ids
-from .ce.data import expected_rating
+from .data.levels import expected_rating
 from .data.loaders import FastCollabDataLoaders, collab_names, train_codes
 from .models import *
 
 # %% auto #0
-__all__ = ['L2Penalty']
+__all__ = ['L2Penalty', 'ConsoleTable']
 
 # %% ../nbs/30_learner.ipynb #9c1e4ad9
 def _vocab_ids(vocab) -> np.ndarray:
@@ -40,26 +40,28 @@ def titles(self:DataLoaders) -> pd.Series|None:
     return getattr(self.train_ds, 'titles', None)
 
 # %% ../nbs/30_learner.ipynb #bc60b6e6
-def _seen_index(dls):
+@patch
+def seen_index(self:DataLoaders) -> tuple:
     "(item codes grouped by user code, start of each user's run) of the training rows; kept through export"
-    ds = dls.train_ds
+    ds = self.train_ds
     if hasattr(ds, 'seen_index'): return ds.seen_index()
-    if getattr(dls, '_seen', None) is None:                          # fastai's own CollabDataLoaders
-        u,i,_ = train_codes(dls)
+    if getattr(self, '_seen', None) is None:                          # fastai's own CollabDataLoaders
+        u,i,_ = train_codes(self)
         order = np.argsort(u, kind='stable')
-        dls._seen = (i[order], np.searchsorted(u[order], np.arange(len(dls.classes[collab_names(dls)[0]])+1)))
-    return dls._seen
+        self._seen = (i[order], np.searchsorted(u[order], np.arange(len(self.classes[collab_names(self)[0]])+1)))
+    return self._seen
 
-def _user_code(dls, user) -> int:
-    "Code of `user` in the vocab; `KeyError` with close matches when unknown"
-    name = collab_names(dls)[0]
-    return int(encode_ids([user], dls.classes[name], name)[0])
+@patch
+def user_code(self:DataLoaders, user) -> int:
+    "Code of `user` in the training vocab; `KeyError` with close matches when unknown"
+    name = collab_names(self)[0]
+    return int(encode_ids([user], self.classes[name], name)[0])
 
 @patch
 def seen_items(self:DataLoaders, user) -> np.ndarray:
     "Ids of the items `user` rated in the training data (kept by an exported learner)"
-    i,starts = _seen_index(self)
-    c = _user_code(self, user)
+    i,starts = self.seen_index()
+    c = self.user_code(user)
     return _vocab_ids(self.classes[collab_names(self)[1]])[i[starts[c]:starts[c+1]] - 1]    # training codes are >= 1
 
 # %% ../nbs/30_learner.ipynb #26ad7072
@@ -78,8 +80,9 @@ def _to_ratings(out:Tensor, levels) -> np.ndarray:
     return to_np(out)
 
 @patch
-def predict_ratings(self:Learner, df:pd.DataFrame, unknown:str='error', bs:int=65536) -> np.ndarray:
-    "Predicted ratings of every (user, item) row of `df` in one batched pass"
+def predict_ratings(self:Learner, df:pd.DataFrame, unknown:str='warn', bs:int=65536) -> np.ndarray:
+    "Predicted ratings of every (user, item) row of `df` in one batched pass; unknown ids score as `#na#` with a warning (`'warn'`), silently (`'na'`), or raise (`'error'`)"
+    check_int(bs, 'bs', 'predict_ratings'); check_choice(unknown, 'unknown', 'predict_ratings', ('warn','na','error'))
     dl = _test_dl(self.dls, df, unknown, bs)
     act = getattr(self.loss_func, 'activation', noop)
     model,was_training = self.model,self.model.training
@@ -101,11 +104,15 @@ def _pred_name(dls): return f"{collab_names(dls)[2]}_pred"
 @patch
 def recommend(self:Learner, user, n:int=10, exclude_seen:bool=True) -> pd.DataFrame:
     "Top `n` items for `user` by predicted rating (with titles when known), leaving out what they rated in training"
+    if is_listy(user) or isinstance(user, (pd.Series, pd.Index, np.ndarray)):
+        raise CollabDataError(f"recommend takes one user, got a {type(user).__name__} of {len(user)}: "
+                              "call it once per user, e.g. `pd.concat({u: learn.recommend(u) for u in users})`")
+    check_int(n, 'n', 'recommend')
     dls = self.dls
     u_name,i_name,_ = collab_names(dls)
     known = user != '#na#' and user in dls.classes[u_name].o2i
     new_user = not known and hasattr(dls, 'catalog_users') and user in set(dls.catalog_users())   # metadata only (tabular)
-    if not (known or new_user): _user_code(dls, user)                 # unknown user: KeyError with close matches
+    if not (known or new_user): dls.user_code(user)                 # unknown user: KeyError with close matches
     cands = dls.catalog_items() if hasattr(dls, 'catalog_items') else dls.known_items()
     if exclude_seen and known: cands = cands[~pd.Index(cands).isin(dls.seen_items(user))]
     if n > len(cands):
@@ -146,3 +153,20 @@ class L2Penalty(Callback):
         if not self.training or not len(self.learn.yb): return
         self.penalty = self._all() if self.rows == 'all' else self._batch()
         self.learn.loss_grad = self.learn.loss_grad + self.penalty
+
+# %% ../nbs/30_learner.ipynb #c1200002
+class ConsoleTable(Callback):
+    "Print fastai's epoch table as plain lines (use with `learn.no_bar()`): columns at least two spaces apart; `first` names and `offset` shifts the epoch column"
+    order = 60
+    def __init__(self, first:str='epoch', offset:int=0): store_attr()
+    def before_fit(self):
+        names = [self.first] + list(self.recorder.metric_names[1:])
+        self._widths = [max(len(n), 9) for n in names]
+        self.old_logger,self.learn.logger = self.learn.logger,self._row
+        self._print(names)
+    def after_fit(self): self.learn.logger = self.old_logger
+    def _row(self, vals):
+        vals = list(vals)
+        if vals and isinstance(vals[0], (int, np.integer)): vals[0] += self.offset
+        self._print([f'{v:.6f}' if isinstance(v, float) else str(v) for v in vals])
+    def _print(self, vals): print('  '.join(v.ljust(w) for v,w in zip(vals, self._widths)).rstrip(), flush=True)

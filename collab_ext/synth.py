@@ -11,7 +11,7 @@ from fastcore.all import *
 from .core import *
 
 # %% auto #0
-__all__ = ['SYNTH_GENRES', 'SynthWorld', 'snap_to_levels', 'power_law_weights', 'synth_movielens']
+__all__ = ['SYNTH_GENRES', 'SynthWorld', 'power_law_weights', 'synth_movielens', 'synth_ratings']
 
 # %% ../nbs/01_synth.ipynb #6c0db603
 SYNTH_GENRES = ['Action','Adventure','Animation',"Children's",'Comedy','Crime','Documentary','Drama','Fantasy',
@@ -43,19 +43,10 @@ class SynthWorld:
         e = self.expected(u, i)
         return snap_to_levels(e + make_rng(rng).normal(0, self.noise, e.shape), self.levels)
 
-# %% ../nbs/01_synth.ipynb #d19c82e8
-def snap_to_levels(x, levels) -> np.ndarray:
-    "Each value of `x` replaced by the nearest of the sorted `levels`"
-    levels = np.asarray(levels, dtype=np.float32)
-    x = np.asarray(x, dtype=np.float32)
-    pos = np.clip(np.searchsorted(levels, x), 1, len(levels)-1)
-    lo,hi = levels[pos-1],levels[pos]
-    return np.where(x-lo < hi-x, lo, hi).astype(np.float32)
-
 # %% ../nbs/01_synth.ipynb #221d0aa2
-def power_law_weights(n:int, alpha:float, rng) -> np.ndarray:
-    "Probabilities over `n` entries following a Zipf-like law with exponent `alpha`, in a random order"
-    w = 1.0/np.arange(1, n+1)**alpha
+def power_law_weights(n:int, alpha:float, rng, offset:float=1) -> np.ndarray:
+    "Probabilities over `n` entries proportional to `1/(rank+offset)**alpha` (Zipf-like), in a random order"
+    w = 1.0/(np.arange(n)+offset)**alpha
     return rng.permutation(w/w.sum())
 
 # %% ../nbs/01_synth.ipynb #7f339101
@@ -115,3 +106,38 @@ def _synth_users(world, rng):
     occ = np.array(['student','engineer','writer','educator','other','programmer','executive'])
     return pd.DataFrame(dict(user=world.user_ids, age=age, gender=gender,
                              occupation=occ[rng.integers(0, len(occ), n)], zip=[f'{z:05d}' for z in rng.integers(0, 99999, n)]))
+
+# %% ../nbs/01_synth.ipynb #b7e10002
+def _draw(cdf, k, rng) -> np.ndarray:
+    "`k` positions drawn from the cumulative probabilities `cdf`"
+    return np.minimum(np.searchsorted(cdf, rng.random(k)), len(cdf)-1).astype(np.int64)
+
+# %% ../nbs/01_synth.ipynb #b7e10003
+def synth_ratings(n_ratings:int=25_000_095, n_users:int=162_541, n_items:int=59_047, min_per_user:int=20,
+                  n_factors:int=4, seed:int=0, chunk:int=2_000_000) -> pd.DataFrame:
+    "Ratings only, ML-25M shape by default: unique (user, item) int32 pairs, about `min_per_user` or more per user, power-law popularity, float32 half stars, int64 timestamps"
+    if n_ratings > n_users*n_items: raise CollabDataError(f"{n_ratings} ratings cannot be unique among {n_users}×{n_items} pairs")
+    rng = np.random.default_rng(seed)
+    ucdf,icdf = (np.cumsum(power_law_weights(n, 1, rng, offset=o)) for n,o in ((n_users, 100), (n_items, 50)))
+    base = np.repeat(np.arange(n_users, dtype=np.int64), min(min_per_user, n_ratings//n_users))
+    base = np.unique(base*n_items + _draw(icdf, len(base), rng))        # every user's first ratings, always kept
+    keys = base
+    while len(keys) < n_ratings:
+        k = int((n_ratings-len(keys))*1.1) + 1000
+        keys = np.unique(np.concatenate([keys, _draw(ucdf, k, rng)*n_items + _draw(icdf, k, rng)]))
+    in_base = np.zeros(len(keys), bool); in_base[np.searchsorted(keys, base)] = True
+    extra = keys[~in_base]
+    keys = np.concatenate([base, extra[rng.permutation(len(extra))[:n_ratings-len(base)]]])
+    keys = keys[rng.permutation(len(keys))]
+    del extra, base
+    user,item = (keys//n_items).astype(np.int32),(keys%n_items).astype(np.int32)
+    del keys
+    bu,bi = rng.normal(0, .35, n_users).astype(np.float32),rng.normal(0, .45, n_items).astype(np.float32)
+    P,Q = (rng.normal(0, .5, (m, n_factors)).astype(np.float32) for m in (n_users, n_items))
+    rating = np.empty(n_ratings, np.float32)
+    for s in range(0, n_ratings, chunk):
+        u,i = user[s:s+chunk],item[s:s+chunk]
+        r = 3.53 + bu[u] + bi[i] + (P[u]*Q[i]).sum(1) + rng.normal(0, .8, len(u)).astype(np.float32)
+        rating[s:s+chunk] = np.clip(np.round(r*2)/2, .5, 5)
+    ts = rng.integers(789_652_009, 1_574_327_703, n_ratings)     # ML-25M's time span, seconds
+    return pd.DataFrame({'user': user+1, 'item': item+1, 'rating': rating, 'timestamp': ts})

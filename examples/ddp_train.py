@@ -1,4 +1,4 @@
-"""Train collab_ext's dot-product model data-parallel on PyTorch's engine (DDP through fastai's `distrib_ctx`).
+"""Train collab_ext's dot-product model data-parallel on PyTorch's engine (DDP through fastai's `DistributedTrainer`).
 
     torchrun --nproc_per_node 2 examples/ddp_train.py --epochs 2 --bs 512           # 2 processes, gloo on CPU
     accelerate launch --multi_gpu --num_processes 2 examples/ddp_train.py --bs 512  # the same via Accelerate (gloo without GPUs)
@@ -19,7 +19,8 @@ from collab_ext.core import local_ml100k
 from collab_ext.data.load import load_movielens
 from collab_ext.data.split import RandomRatingSplitter
 from collab_ext.data.loaders import FastCollabDataLoaders
-from collab_ext.distributed import maybe_distrib_ctx, synth_ratings
+from collab_ext.synth import synth_ratings
+from collab_ext.distributed import maybe_distrib_ctx   # needs accelerate: pip install "collab_ext[distributed]"
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,6 +1,11 @@
 "Shared pytest fixtures: the real ML-100k from `$COLLAB_EXT_DATA` (default ../shared/data)."
 import os
+from pathlib import Path
 import pytest
+
+# The library looks for data only where it is told (`core.data_dir`: argument, `$COLLAB_EXT_DATA`, fastai's data folder);
+# this repo's tests default the variable to `shared/data` beside the checkout, as `.ci/run` does.
+os.environ.setdefault('COLLAB_EXT_DATA', str(Path(__file__).resolve().parents[2]/'shared'/'data'))
 from collab_ext.core import local_ml100k, data_dir
 
 IN_CI = os.environ.get('CI', '').lower() in ('1', 'true', 'yes')

@@ -5,6 +5,7 @@ import torch
 from fastai.callback.core import Callback
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'examples'))
 from ddp_train import get_args, main
+from collab_ext.distributed import collab_distrib_ctx
 
 class RecordRows(Callback):
     "Keep the (user, item) codes of every training batch, per epoch"
@@ -68,7 +69,7 @@ if __name__ == '__main__':
     cbs = [rec] + ([Misbehave(*map(int, a.misbehave.split(':')[:2]), a.misbehave.split(':')[2])] if a.misbehave else [])
     rank = int(os.environ.get('RANK', 0))
     learn,preds,targs = main(args, cbs)
-    with learn.distrib_ctx(timeout=args.timeout):          # get_preds under DDP on a set of odd size: unequal shards
+    with collab_distrib_ctx(learn, timeout=args.timeout):  # get_preds under DDP on a set of odd size: unequal shards
         ds = learn.dls.valid_ds
         odd = learn.dls.valid.new(type(ds)(ds.x[:1001], ds.y[:1001], ds.classes, ds.y_names, ds.titles))
         odd_preds,_ = learn.get_preds(dl=odd)

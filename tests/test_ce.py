@@ -6,13 +6,13 @@ from fastai.learner import load_learner
 from fastai.interpret import ClassificationInterpretation
 from fastai.callback.progress import ProgressCallback
 from collab_ext.core import CollabDataError, CollabWarning
-from collab_ext.synth import synth_movielens, snap_to_levels
+from collab_ext.synth import synth_movielens
+from collab_ext.core import snap_to_levels
 from collab_ext.data.split import RandomRatingSplitter
 from collab_ext.data.loaders import FastCollabDataLoaders
 from fastai.collab import collab_learner
-from collab_ext.ce.data import *
+from collab_ext.ce.all import *
 from collab_ext.ce.models import *
-from collab_ext.ce.learner import *
 
 def quiet(learn):
     learn.remove_cb(ProgressCallback)

@@ -276,12 +276,12 @@ def test_string_and_int_ids_both_work():
 
 def test_unknown_ids_at_predict(bench_dls):
     rows = pd.DataFrame({'user': [1, 5000, 5001], 'item': [1, 1, 99999]})
-    with pytest.raises(KeyError, match=r"2 user\(s\) not in the training vocab of 943 \(2 rows\): 5000, 5001"): bench_dls.test_dl(rows)
+    with pytest.raises(KeyError, match=r"2 user\(s\) not in the training vocab of 943 \(2 rows\): 5000, 5001"): bench_dls.test_dl(rows, unknown='error')
     dl = bench_dls.test_dl(rows, unknown='na')
     assert dl.dataset.x.tolist() == [[1, 1], [0, 1], [0, 0]]
     with pytest.raises(KeyError, match=r"close matches: .Toy Stori.: \[.Toy Story.\]"):
         FastCollabDataLoaders.from_df(pd.DataFrame({'u': [1, 2, 3, 4], 't': ['Toy Story', 'Heat', 'Up', 'Heat'], 'r': [1., 2., 3., 4.]}),
-                                      seed=0, unseen='keep', valid_pct=0.25).test_dl(pd.DataFrame({'u': [1], 't': ['Toy Stori']}))
+                                      seed=0, unseen='keep', valid_pct=0.25).test_dl(pd.DataFrame({'u': [1], 't': ['Toy Stori']}), unknown='error')
 
 def test_from_csv_and_from_movielens(tmp_path, ratings, ml100k_path):
     p = tmp_path/'r.csv'
@@ -296,3 +296,79 @@ def test_from_csv_and_from_movielens(tmp_path, ratings, ml100k_path):
 def test_split_without_training_rows_is_an_error(ratings):
     with pytest.raises(CollabDataError, match='left no training rows'):
         FastCollabDataLoaders.from_df(ratings.iloc[:100][['user','item','rating','timestamp']], splitter=TimeSplitter(cutoff='1990-01-01'))
+
+def test_encode_read_only_columns_without_torch_warning():
+    "pandas' copy-on-write gives read-only float32 columns: encoding them must not trigger torch's 'NumPy array is not writable' (issue 11)"
+    import warnings
+    df = pd.DataFrame({'user': [1, 2, 3, 1], 'item': [1, 1, 2, 2], 'rating': np.array([1, 2, 3, 4], np.float32)})
+    dls = FastCollabDataLoaders.from_df(df, valid_pct=0.25, seed=0, unseen='keep')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        enc = dls.train_ds.encode(df, unknown='na')
+    assert enc.y.flatten().tolist() == [1, 2, 3, 4]
+
+# ---------------------------------------------------------------- issue 15: damaged files, arguments at the door, positional roles
+import gzip, shutil, warnings, zipfile
+
+def _copy_100k(src, tmp_path):
+    d = tmp_path/'ml-100k'; shutil.copytree(src, d); return d, (d/'u.data').read_bytes()
+
+def test_damaged_u_data(tmp_path, ml100k_path):
+    d,raw = _copy_100k(ml100k_path, tmp_path)
+    (d/'u.data').write_bytes(b'')
+    with pytest.raises(CollabDataError, match=r'u.data is empty \(0 bytes\)'): load_movielens(d)
+    (d/'u.data').write_bytes(raw[:-4])                                  # cut mid-timestamp, no final newline
+    with pytest.raises(CollabDataError, match='malformed line 100000 .*ends without a newline'): load_movielens(d)
+    (d/'u.data').write_bytes(raw[:-1])                                  # only the final newline missing: a valid file
+    assert len(load_movielens(d).ratings) == 100_000
+    (d/'u.data').write_bytes(gzip.compress(raw))                        # gzip bytes under the plain name
+    assert load_movielens(d).ratings.rating.sum() == 352_986
+
+def test_zip_path_is_read_not_its_sibling(tmp_path, ml100k_path):
+    d,raw = _copy_100k(ml100k_path, tmp_path)
+    with zipfile.ZipFile(tmp_path/'ml-100k.zip', 'w') as z:
+        for p in d.iterdir(): z.write(p, f'ml-100k/{p.name}')
+    (d/'u.data').write_bytes(raw[:2000].rsplit(b'\n', 1)[0] + b'\n')   # the sibling folder now differs
+    ml = load_movielens(tmp_path/'ml-100k.zip')
+    assert len(ml.ratings) == 100_000 and ml.path == tmp_path/'ml-100k.zip'
+
+def test_headerless_and_gzip_csv(tmp_path):
+    d = tmp_path/'ml-latest-small'; d.mkdir()
+    (d/'movies.csv').write_text('movieId,title,genres\n1,Toy Story (1995),Comedy\n3,Heat (1995),Action\n')
+    (d/'ratings.csv').write_text('1,1,4.0,964982703\n1,3,4.5,964981247\n2,1,2.5,964982224\n')
+    with pytest.warns(CollabWarning, match='looks like data, not a header'): assert len(load_movielens(d).ratings) == 3
+    (d/'ratings.csv').write_bytes(gzip.compress(b'userId,movieId,rating,timestamp\n1,1,4.0,964982703\n2,3,1.0,964982224\n'))
+    assert load_movielens(d).ratings.rating.tolist() == [4.0, 1.0]
+    df = pd.DataFrame({'user': np.arange(40) % 8, 'item': np.arange(40) // 8, 'rating': np.arange(40) % 5 + 1.0})
+    (tmp_path/'r.csv').write_bytes(gzip.compress(df.to_csv(index=False).encode()))
+    assert len(FastCollabDataLoaders.from_csv(tmp_path/'r.csv', seed=0, unseen='keep').train_ds) == 32
+    (tmp_path/'h.csv').write_text(df.to_csv(index=False, header=False))
+    with pytest.raises(CollabDataError, match='is numbers, not column names'): FastCollabDataLoaders.from_csv(tmp_path/'h.csv')
+
+@pytest.mark.parametrize('make', [lambda: RandomRatingSplitter(1.5), lambda: RandomRatingSplitter(-0.1), lambda: TimeSplitter(valid_pct=1.0),
+                                  lambda: LastNSplitter(n=-1), lambda: LastNSplitter(n=2.5), lambda: ColdUserSplitter(1.5), lambda: ColdItemSplitter(-1)])
+def test_splitter_arguments(make):
+    with pytest.raises(CollabDataError, match='must be'): make()
+
+def test_time_splitters_on_text_and_missing_times(ratings):
+    sub = ratings.iloc[:2000].reset_index(drop=True)
+    iso = sub.assign(timestamp=sub.timestamp.dt.strftime('%Y-%m-%dT%H:%M:%S'))
+    for spl in (TimeSplitter(), TimeSplitter(cutoff='1998-01-01'), LastNSplitter()):
+        assert all((a == b).all() for a,b in zip(spl(iso), spl(sub)))
+    with pytest.raises(CollabDataError, match='neither numbers nor dates'): TimeSplitter()(sub.assign(timestamp='later'))
+    secs = sub.assign(timestamp=(sub.timestamp - pd.Timestamp('1970-01-01')) // pd.Timedelta('1s'))     # Unix seconds
+    holes = secs.assign(timestamp=secs.timestamp.astype(float).where(np.arange(len(sub)) % 20 != 0))
+    for spl in (TimeSplitter(), TimeSplitter(cutoff=880_000_000), LastNSplitter()):
+        with pytest.warns(CollabWarning, match='100 of 2000 rows have no'): tr,va = spl(holes)
+        assert set(range(0, 2000, 20)) <= set(tr)                        # rows without a time train, never validate
+
+def test_from_df_arguments_and_positional_roles(ratings):
+    small = ratings[['user','item','rating','timestamp']].iloc[:2000]
+    for kw in (dict(valid_pct=1.5), dict(valid_pct=-0.1), dict(bs=0)):
+        with pytest.raises(CollabDataError, match=list(kw)[0]): FastCollabDataLoaders.from_df(small, **kw)
+    with pytest.raises(CollabDataError, match='training needs at least 2'): FastCollabDataLoaders.from_df(small.iloc[:1], seed=0)
+    for cols,msg in ((['rating','user','item'], "'user' looks like the user column"), (['user','item','timestamp'], 'timestamps?')):
+        with pytest.warns(CollabWarning, match=msg): FastCollabDataLoaders.from_df(small[cols], seed=0, unseen='keep')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', CollabWarning)
+        FastCollabDataLoaders.from_df(small[['rating','user','item']], user_name='user', item_name='item', rating_name='rating', seed=0, unseen='keep')

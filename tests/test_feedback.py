@@ -7,8 +7,7 @@ from collab_ext.synth import synth_movielens, SynthWorld
 from collab_ext.data.loaders import FastCollabDataLoaders
 from collab_ext.data.split import TimeSplitter
 from collab_ext.feedback import *
-from collab_ext.feedback_metrics import *
-from collab_ext.feedback_loop import *
+from collab_ext.metrics.beyond import *
 
 def setup(seed=0, n_known=140, visit_rate=0.5):
     ml = synth_movielens(150, 120, 3000, seed=7)

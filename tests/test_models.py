@@ -62,7 +62,8 @@ def test_predict_ratings_matches_model_and_predict(synth_dls):
 def test_predict_ratings_unknown(synth_dls):
     learn = Learner(synth_dls, DotProductBias.from_dls(synth_dls, 4), loss_func=MSELossFlat())
     bad = pd.DataFrame({'user': [synth_dls.classes['user'][1], 10**6], 'item': [synth_dls.classes['item'][1]]*2})
-    with pytest.raises(KeyError, match=str(10**6)): learn.predict_ratings(bad)
+    with pytest.raises(KeyError, match=str(10**6)): learn.predict_ratings(bad, unknown='error')
+    with pytest.warns(CollabWarning, match=str(10**6)): learn.predict_ratings(bad)      # the default: scored as '#na#', named in a warning
     p = learn.predict_ratings(bad, unknown='na')
     learn.model.eval()
     with torch.no_grad(): expected = learn.model(torch.tensor([[1, 1], [0, 1]])).numpy()       # the unknown user is the `#na#` row
@@ -121,7 +122,7 @@ def test_recommend_excludes_seen(ml_dot_learn, ml_dls):
     assert recs.title.iloc[0] == ml_dls.titles[recs.item.iloc[0]]
 
 def test_recommend_bad_input(ml_dot_learn, ml_dls):
-    with pytest.raises(KeyError, match='close matches'): ml_dot_learn.recommend(99999)
+    with pytest.raises(KeyError, match='not in the training vocab'): ml_dot_learn.recommend(99999)   # no look-alikes of numeric ids
     with pytest.warns(CollabWarning, match='5000'):
         recs = ml_dot_learn.recommend(1, n=5000)
     assert len(recs) == len(ml_dls.known_items()) - len(ml_dls.seen_items(1))

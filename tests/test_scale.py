@@ -2,7 +2,7 @@
 allocation at its full size), which is deterministic and an upper bound of the resident memory bench/scale.py reports."""
 import tracemalloc, warnings
 import numpy as np, pandas as pd, pytest
-from collab_ext.distributed import synth_ratings
+from collab_ext.synth import synth_ratings
 from collab_ext.data.core import ratings_matrix, crosstab, clean_ratings
 from collab_ext.data.split import RandomRatingSplitter, TimeSplitter, LastNSplitter, ColdUserSplitter
 

@@ -1,4 +1,4 @@
-"Contracts of `collab_ext.tabular` and `collab_ext.coldstart` on the real ML-100k: joins, bad input, export, new ids, learning."
+"Contracts of `collab_ext.tabular` (data, model, learner, coldstart) on the real ML-100k: joins, bad input, export, new ids, learning."
 import warnings, tempfile
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
@@ -6,7 +6,7 @@ from fastai.learner import load_learner
 from collab_ext.core import CollabDataError, CollabWarning
 from collab_ext.data.split import RandomRatingSplitter, ColdUserSplitter
 from collab_ext.tabular import *
-from collab_ext.coldstart import *
+from collab_ext.metrics.rating import rmse_np
 
 CATS,UCONT = ['gender','occupation','zip1'], ['age']
 
@@ -72,7 +72,9 @@ def test_bad_metadata(ml100k, tables):
 
 def test_unknown_ids_and_catalog(trained, ml100k):
     dls = trained.dls
-    with pytest.raises(KeyError, match='12345'): dls.test_dl(pd.DataFrame({'user':[12345], 'item':[1]}))
+    with pytest.raises(KeyError, match='12345'): dls.test_dl(pd.DataFrame({'user':[12345], 'item':[1]}), unknown='error')
+    with pytest.warns(CollabWarning, match='12345'):                  # the package's one default for unseen ids: '#na#', with a warning
+        assert dls.test_dl(pd.DataFrame({'user':[12345], 'item':[1]})).dataset.x_cat[0, 0] == 0
     assert dls.test_dl(pd.DataFrame({'user':[12345], 'item':[1]}), unknown='na').dataset.x_cat[0, 0] == 0
     with pytest.warns(CollabWarning, match=r"1 missing date\(s\) filled with the latest training time"):
         dls.test_dl(pd.DataFrame({'user':[1, 2], 'item':[1, 1], 'timestamp':[pd.NaT, pd.Timestamp('1998-01-01')]}))
@@ -170,5 +172,32 @@ def test_integer_side_category_survives_missing_metadata():
 
 def test_split_without_training_rows_is_an_error():
     r = pd.DataFrame({'user': [1, 2], 'item': [1, 1], 'rating': [4., 3.]})
-    with pytest.raises(CollabDataError, match='left no training rows'):
+    with pytest.raises(CollabDataError, match=r'left (no|0) training row'):
         TabularCollabDataLoaders.from_dfs(r, cat_names=[], cont_names=[], splitter=lambda df: (np.arange(0), np.arange(2)))
+
+def test_missing_date_column_warns_or_errors(trained, ml100k):
+    "A frame without the date column is scored as of the latest training time, announced (issue 11); 'latest' is silent, 'error' refuses"
+    learn,m = trained, trained.dls.meta
+    va = ml100k.ratings.loc[ml100k.ratings.user <= 200].iloc[learn.dls.splits[1]]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        p_nodate = learn.predict_ratings(va[['user','item']], unknown='na')
+    msgs = [str(o.message) for o in w if issubclass(o.category, CollabWarning) and 'timestamp' in str(o.message)]
+    assert len(msgs) == 1, msgs
+    assert f"its {len(va)} row(s) are scored as of the latest training time {m.time_fill}" in msgs[0]
+    assert 'timestamp_Month, timestamp_Dayofweek, timestamp_Elapsed' in msgs[0]
+    assert m.time_fill == pd.to_datetime(va.timestamp, unit='s').max() or m.time_fill <= pd.to_datetime(ml100k.ratings.timestamp, unit='s').max()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', CollabWarning)
+        p_dated = learn.predict_ratings(va[['user','item','timestamp']], unknown='na')
+        m.missing_date = 'latest'
+        try: p_latest = learn.predict_ratings(va[['user','item']], unknown='na')
+        finally: m.missing_date = 'warn'
+    np.testing.assert_array_equal(p_latest, p_nodate)
+    assert not np.allclose(p_dated, p_nodate)                     # the date is a feature: filling it changes the predictions
+    y = va.rating.to_numpy()
+    assert rmse_np(p_dated, y) != rmse_np(p_nodate, y)
+    m.missing_date = 'error'
+    try:
+        with pytest.raises(CollabDataError, match=r"no 'timestamp' column.*timestamp_Elapsed"): learn.predict_ratings(va[['user','item']])
+    finally: m.missing_date = 'warn'

@@ -16,136 +16,10 @@ from ..core import *
 from ..data.core import *
 from ..data.split import *
 from ..data.loaders import *
-from ..synth import snap_to_levels
+from ..data.levels import *
 
 # %% auto #0
-__all__ = ['grid_step', 'infer_levels', 'check_levels', 'nearest_level', 'encode_ratings', 'decode_ratings', 'level_tensor',
-           'expected_rating', 'most_likely_rating', 'CollabCETensors', 'CollabCEDL', 'CollabCEDataLoaders']
-
-# %% ../../nbs/20_ce.data.ipynb #6eef003e
-def _counts_text(x, n:int=5) -> str:
-    "'3.7 (12 rows), 2.2 (1 row)' for the most frequent values of `x`"
-    vc = pd.Series(x).value_counts()
-    s = ', '.join(f"{v:g} ({c} row{'s' if c>1 else ''})" for v,c in vc.head(n).items())
-    return s + (f' ... (+{len(vc)-n} more values)' if len(vc)>n else '')
-
-def _levels_text(levels): return '[' + ', '.join(f'{l:g}' for l in levels) + ']'
-def _np(x): return to_np(x) if isinstance(x, Tensor) else np.asarray(x)
-
-def _float_gcd(a:float, b:float, tol:float) -> float:
-    "Greatest common divisor of `a` and `b` ≥ 0, a remainder within `tol` of zero or of the divisor counting as zero"
-    while b > tol:
-        a,b = b,a % b
-        if b > a - tol: b = 0.
-    return a
-
-# %% ../../nbs/20_ce.data.ipynb #7dc4f881
-def grid_step(values, tol:float=1e-4, max_steps:int=None) -> float:
-    "Step of the coarsest regular grid holding all `values`: the GCD of their gaps; 0 for one value or over `max_steps` steps"
-    u = np.unique(np.asarray(values, dtype=np.float64))
-    step = 0.
-    for gap in u[1:] - u[0]:
-        step = _float_gcd(step, gap, tol)
-        if max_steps is not None and u[-1] - u[0] > max_steps*step + tol: return 0.
-    return step
-
-# %% ../../nbs/20_ce.data.ipynb #04ba422c
-def _single_level_error(name, v):
-    return CollabDataError(f"column {name!r}: every rating is {v:g}, a single level: a classifier needs at least two "
-                           "(pass `levels=` if the others exist but are not in this data)")
-
-def _n_levels(values, tol:float) -> int:
-    "Number of levels of the grid of `values`"
-    return int(round(np.ptp(values) / grid_step(values, tol))) + 1
-
-def _grid_values(x:np.ndarray, tol:float, max_levels:int, min_share:float) -> list|None:
-    "The distinct values of `x` that set the grid, most frequent first; None when they hold less than `min_share` of `x`"
-    vc = pd.Series(x).value_counts()
-    kept,shares,skipped = [],[],0.
-    for v,c in zip(vc.index.to_numpy(), vc.to_numpy()/len(x)):      # a value that would need > max_levels levels is a stray
-        if not kept or grid_step(kept+[v], tol, max_levels-1): kept.append(v); shares.append(c)
-        elif (skipped := skipped + c) > 1 - min_share: return None
-    while 2*len(kept) < _n_levels(kept, tol) and sum(shares) - shares[-1] >= min_share:
-        kept.pop(); shares.pop()                                      # mostly empty grid: the rarest values refined it
-    return kept
-
-# %% ../../nbs/20_ce.data.ipynb #0364f4fd
-def _grid(u:np.ndarray, step:float, anchor:float, tol:float) -> tuple:
-    "Levels from the lowest to the highest of `u` on the grid `anchor + k·step`, and which of `u` lie on it"
-    k = (u - anchor) / step
-    on = np.abs(k - np.round(k))*step < tol
-    lo,hi = u[on].min(),u[on].max()
-    return lo + step*np.arange(int(round((hi-lo)/step)) + 1),on
-
-def infer_levels(ratings, name:str='rating', max_levels:int=20, min_share:float=0.9) -> np.ndarray:
-    "Sorted float32 levels `lo, lo+step, …, hi`: the grid of the GCD `step` of the gaps between ratings, lowest to highest"
-    x = np.asarray(ratings, dtype=np.float64).ravel()
-    if len(x) == 0: raise CollabDataError(f"column {name!r} is empty: no rating levels to infer")
-    if len(u := np.unique(x)) == 1: raise _single_level_error(name, u[0])
-    tol = 1e-4 * max(1., np.abs(u).max())
-    if (kept := _grid_values(x, tol, max_levels, min_share)) is None: raise CollabDataError(
-        f"column {name!r} does not look like discrete ratings ({len(u)} distinct values, e.g. {show_some(u[:5])}; no grid "
-        f"of at most {max_levels} levels holds {min_share:.0%} of the rows): pass `levels=` (with `off_grid='round'` or "
-        "'bin'), or use an MSE `collab_learner`")
-    levels,on = _grid(u, grid_step(kept, tol), kept[0], tol)
-    levels = levels.astype(np.float32)
-    if len(unused := levels[~np.isin(levels, snap_to_levels(u[on], levels))]): warnings.warn(
-        f"column {name!r}: {len(unused)} of the {len(levels)} inferred levels have no rating: {_levels_text(unused)}; "
-        "pass `levels=` if the grid should be different", CollabWarning)
-    return levels
-
-# %% ../../nbs/20_ce.data.ipynb #00d32cd9
-def check_levels(levels, name:str='rating') -> np.ndarray:
-    "`levels` as a sorted float32 array of at least two distinct values"
-    lv = np.asarray(levels, dtype=np.float32).ravel()
-    if len(lv) < 2: raise CollabDataError(f"{name!r}: need at least two rating levels, got {_levels_text(lv)}")
-    if not np.isfinite(lv).all() or (np.diff(lv) <= 0).any():
-        raise CollabDataError(f"{name!r}: levels must be finite and strictly increasing, got {_levels_text(lv)}")
-    return lv
-
-# %% ../../nbs/20_ce.data.ipynb #1a3518a5
-def nearest_level(ratings, levels) -> np.ndarray:
-    "Index (int64) of the level nearest to each of `ratings` (e.g. an MSE model's predictions; out-of-range values clip)"
-    lv = np.asarray(levels, dtype=np.float32)
-    return np.searchsorted(lv, snap_to_levels(_np(ratings).ravel(), lv)).astype(np.int64)
-
-# %% ../../nbs/20_ce.data.ipynb #0db11e32
-def encode_ratings(ratings, levels, off_grid:str='error', name:str='rating') -> np.ndarray:
-    "Class index (int64) of each rating among `levels`; off-grid ratings raise, round (`'round'`) or bin down (`'bin'`)"
-    if off_grid not in ('error','round','bin'): raise CollabDataError(f"off_grid must be 'error', 'round' or 'bin', got {off_grid!r}")
-    lv,x = check_levels(levels, name),np.asarray(ratings, dtype=np.float32).ravel()
-    tol = 1e-4 * max(1., float(np.abs(lv).max()))
-    out = (x < lv[0]-tol) | (x > lv[-1]+tol)
-    if out.any(): raise CollabDataError(
-        f"column {name!r}: the levels {_levels_text(lv)} do not cover {out.sum()} rating(s): {_counts_text(x[out])}. "
-        f"Pass `levels=` spanning {x.min():g} to {x.max():g}, or fix those rows")
-    near = nearest_level(x, lv)
-    exact = np.abs(lv[near] - x) <= tol
-    if not exact.all():
-        if off_grid == 'error': raise CollabDataError(
-            f"column {name!r}: {(~exact).sum()} rating(s) are not on the levels {_levels_text(lv)}: {_counts_text(x[~exact])}. "
-            "Pass off_grid='round' (nearest level), off_grid='bin' (level at or below) or `levels=` listing every level")
-        if off_grid == 'bin': near = np.where(exact, near, np.searchsorted(lv, x+tol, side='right') - 1)
-    return near.astype(np.int64)
-
-# %% ../../nbs/20_ce.data.ipynb #41acf882
-def decode_ratings(codes, levels) -> np.ndarray:
-    "The rating (float32) of each class index in `codes`"
-    return np.asarray(levels, dtype=np.float32)[_np(codes)]
-
-# %% ../../nbs/20_ce.data.ipynb #d6253859
-def level_tensor(levels, like:Tensor=None) -> Tensor:
-    "`levels` as a float32 tensor on the device of `like` (no copy when it already is one)"
-    return torch.as_tensor(_np(levels) if not isinstance(levels, Tensor) else levels, dtype=torch.float32,
-                           device=None if like is None else like.device)
-
-def expected_rating(probs:Tensor, levels) -> Tensor:
-    "The mean rating `Σ p_k·level_k` of each row of level probabilities `probs` (n, K)"
-    return probs.float() @ level_tensor(levels, probs)
-
-def most_likely_rating(probs:Tensor, levels) -> Tensor:
-    "The rating of the most probable level in each row of `probs` (n, K)"
-    return level_tensor(levels, probs)[probs.argmax(-1)]
+__all__ = ['CollabCETensors', 'CollabCEDL', 'CollabCEDataLoaders']
 
 # %% ../../nbs/20_ce.data.ipynb #e13518c0
 class CollabCETensors(CollabTensors):
@@ -158,7 +32,6 @@ class CollabCETensors(CollabTensors):
     def vocab(self) -> CategoryMap: return CategoryMap([float(o) for o in self.levels], sort=False)
     @property
     def n_levels(self) -> int: return len(self.levels)
-    def new_empty(self): return self._new(self.x[:0], None if self.y is None else self.y[:0])
     def _new(self, x, y): return CollabCETensors(x, y, self.classes, self.y_names, self.titles, self.levels, self.off_grid)
 
     @classmethod
@@ -167,14 +40,14 @@ class CollabCETensors(CollabTensors):
         y = None if ds.y is None else torch.from_numpy(encode_ratings(to_np(ds.y), levels, off_grid, ds.y_names[0]))
         return cls(ds.x, y, ds.classes, ds.y_names, ds.titles, levels, off_grid)
 
-    def encode(self, df:pd.DataFrame, with_labels:bool=None, unknown:str='error', duplicates:str='last') -> CollabCETensors:
+    def encode(self, df:pd.DataFrame, with_labels:bool=None, unknown:str='warn', duplicates:str='last') -> CollabCETensors:
         "Rows of `df` encoded with this vocab and these levels"
         enc = super().encode(df, with_labels, unknown, duplicates)
         return type(self).from_tensors(enc, self.levels, self.off_grid)
 
     def decode(self, x:Tensor, y=None, pred=None) -> pd.DataFrame:
         "Ids, titles, and star ratings for class indices `y` and predictions `pred` (class indices, or probabilities)"
-        if pred is not None and _np(pred).ndim == 2 and _np(pred).shape[1] == self.n_levels: pred = _np(pred).argmax(1)
+        if pred is not None and as_np(pred).ndim == 2 and as_np(pred).shape[1] == self.n_levels: pred = as_np(pred).argmax(1)
         stars = lambda o: None if o is None else torch.from_numpy(decode_ratings(o, self.levels))
         return super().decode(x, stars(y), stars(pred))
 
@@ -186,7 +59,7 @@ class CollabCEDL(FastCollabDL):
     def decode_y(self, b:tuple) -> tuple:
         "Batch `b` with its targets (class indices) as ratings in stars"
         if len(b) < 2: return b
-        return (b[0], torch.from_numpy(decode_ratings(_np(b[1]).reshape(len(b[1]), -1)[:,0], self.dataset.levels)), *b[2:])
+        return (b[0], torch.from_numpy(decode_ratings(as_np(b[1]).reshape(len(b[1]), -1)[:,0], self.dataset.levels)), *b[2:])
 
     def decode_batch(self, b, max_n:int=9, full:bool=True):
         "Samples of `b` as `(row of ids, rating in stars)` pairs, as fastai's `Learner.predict` expects"

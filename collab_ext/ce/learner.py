@@ -1,4 +1,4 @@
-"""`collab_ce_learner`: ratings-as-classes learners (cross-entropy or ordinal), with the metrics that make them comparable to MSE models.
+"""`collab_ce_learner`: ratings-as-classes learners (cross-entropy or ordinal), scored with the level metrics of `metrics.level`.
 
 Docs: https://collab-ext.github.io/collab_ext/ce.learner.html.md"""
 
@@ -7,110 +7,21 @@ Docs: https://collab-ext.github.io/collab_ext/ce.learner.html.md"""
 # %% ../../nbs/22_ce.learner.ipynb #7c794bcc
 from __future__ import annotations
 import numpy as np, torch
-from torch import Tensor
 from fastcore.all import *
-from fastai.torch_core import to_np, tensor
-from fastai.learner import Learner, Metric
-from fastai.metrics import AccumMetric, rmse, mae
+from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
+from ..fastloop import LeanLearner, PlainCrossEntropyLossFlat
 from fastai.tabular.model import get_emb_sz, tabular_config
 from ..core import *
+from ..data.levels import *
+from ..metrics.level import *
+from ..metrics.rating import *   # names pickled under collab_ext.ce.learner by older exports still resolve
 from .data import *
-from .data import _np
 from .models import *
 
 # %% auto #0
-__all__ = ['level_accuracy', 'expected_rmse', 'expected_mae', 'level_nll', 'within_one_star', 'calibration_error', 'LevelMetric',
-           'ce_metrics', 'rounded_accuracy', 'rounded_within_one', 'RoundedAccuracy', 'RoundedWithinOne', 'mse_metrics',
-           'no_wd_params', 'NoWDCallback', 'collab_ce_learner']
-
-# %% ../../nbs/22_ce.learner.ipynb #db4f6ee1
-def level_accuracy(probs:Tensor, targ:Tensor, levels) -> Tensor:
-    "Share of rows whose most likely level is the true one"
-    return (probs.argmax(-1) == targ).float().mean()
-
-def expected_rmse(probs:Tensor, targ:Tensor, levels) -> Tensor:
-    "RMSE of the expected rating"
-    return ((expected_rating(probs, levels) - level_tensor(levels, probs)[targ])**2).mean().sqrt()
-
-def expected_mae(probs:Tensor, targ:Tensor, levels) -> Tensor:
-    "MAE of the expected rating"
-    return (expected_rating(probs, levels) - level_tensor(levels, probs)[targ]).abs().mean()
-
-def level_nll(probs:Tensor, targ:Tensor, levels) -> Tensor:
-    "Mean negative log-probability of the true level"
-    return -probs.gather(1, targ[:,None]).clamp_min(1e-7).log().mean()
-
-def within_one_star(probs:Tensor, targ:Tensor, levels) -> Tensor:
-    "Share of rows whose most likely rating is within one star of the truth"
-    lv = level_tensor(levels, probs)
-    return ((lv[probs.argmax(-1)] - lv[targ]).abs() <= 1+1e-4).float().mean()
-
-# %% ../../nbs/22_ce.learner.ipynb #d4df22a7
-def calibration_error(probs:Tensor, targ:Tensor, levels, n_bins:int=10) -> Tensor:
-    "Expected calibration error: the gap between confidence and accuracy of the most likely level, averaged over `n_bins` bins"
-    conf,pred = probs.max(-1)
-    hit = (pred==targ).float()
-    bins = (conf*n_bins).long().clamp(max=n_bins-1)
-    n = torch.bincount(bins, minlength=n_bins).float()
-    gap = (torch.bincount(bins, conf, n_bins) - torch.bincount(bins, hit, n_bins)).abs()
-    return gap.sum() / n.sum()
-
-# %% ../../nbs/22_ce.learner.ipynb #97e1411b
-class LevelMetric(Metric):
-    "A metric computed on the whole set from level probabilities (the loss' `activation`), targets and `learn.dls.levels`"
-    def __init__(self, func, name:str=None):
-        store_attr('func')
-        self._name,self._levels,self._lv = ifnone(name, func.__name__),None,None
-    def reset(self): self.probs,self.targs = [],[]
-
-    def level_tensor(self, levels) -> Tensor:
-        "`levels` as a tensor, built once per levels array"
-        if levels is not self._levels: self._levels,self._lv = levels,level_tensor(levels)
-        return self._lv
-
-    def accumulate(self, learn):
-        act = getattr(learn.loss_func, 'activation', None) or (lambda o: o.softmax(-1))
-        self.probs.append(learn.to_detach(act(learn.pred)).float())      # `to_detach` gathers across ranks under DDP
-        self.targs.append(learn.to_detach(learn.yb[0]).view(-1))
-        self.level_tensor(learn.dls.levels)
-    @property
-    def value(self):
-        if not self.probs: return None
-        return self.func(torch.cat(self.probs), torch.cat(self.targs), self._lv).item()
-    @property
-    def name(self): return self._name
-
-# %% ../../nbs/22_ce.learner.ipynb #8d76f5b3
-def ce_metrics() -> list:
-    "Fresh `LevelMetric`s: accuracy, expected-rating RMSE and MAE, NLL, within-one-star accuracy and calibration error"
-    return [LevelMetric(f, n) for f,n in ((level_accuracy,'accuracy'), (expected_rmse,'exp_rmse'), (expected_mae,'exp_mae'),
-                                          (level_nll,'nll'), (within_one_star,'within_1'), (calibration_error,'ece'))]
-
-# %% ../../nbs/22_ce.learner.ipynb #85c237eb
-def rounded_accuracy(preds:Tensor, targ:Tensor, levels) -> Tensor:
-    "Share of rating predictions `preds` whose nearest level is the true rating's level"
-    return torch.as_tensor((nearest_level(preds, levels) == nearest_level(targ, levels)).mean())
-
-def rounded_within_one(preds:Tensor, targ:Tensor, levels) -> Tensor:
-    "Share of rating predictions `preds` whose nearest level is within one star of the true rating"
-    lv = np.asarray(levels, dtype=np.float32)
-    return torch.as_tensor((np.abs(lv[nearest_level(preds, levels)] - _np(targ).ravel()) <= 1+1e-4).mean())
-
-# %% ../../nbs/22_ce.learner.ipynb #82b72762
-def RoundedAccuracy(levels) -> AccumMetric:
-    "Accuracy of an MSE model's predictions rounded to the nearest of `levels` (named like `ce_metrics`' accuracy)"
-    return AccumMetric(rounded_accuracy, levels=check_levels(levels), name='accuracy')
-
-def RoundedWithinOne(levels) -> AccumMetric:
-    "Within-one-star accuracy of an MSE model's predictions rounded to the nearest of `levels`"
-    return AccumMetric(rounded_within_one, levels=check_levels(levels), name='within_1')
-
-def mse_metrics(levels) -> list:
-    "Fresh metrics for a learner predicting ratings, named like `ce_metrics`: fastai's RMSE and MAE, rounded accuracy and within one star"
-    return [AccumMetric(rmse.func, name='exp_rmse'), AccumMetric(mae, name='exp_mae'),
-            RoundedAccuracy(levels), RoundedWithinOne(levels)]
+__all__ = ['no_wd_params', 'NoWDCallback', 'collab_ce_learner']
 
 # %% ../../nbs/22_ce.learner.ipynb #95116915
 def no_wd_params(model) -> list:
@@ -131,8 +42,8 @@ class NoWDCallback(Callback):
 # %% ../../nbs/22_ce.learner.ipynb #d4e82866
 @delegates(Learner.__init__)
 def collab_ce_learner(dls, n_factors:int=50, use_nn:bool=False, loss:str='ce', emb_szs:dict=None, layers:list=None,
-                      config:dict=None, user_thresholds:bool=True, loss_func=None, metrics=None, cbs=None, **kwargs) -> Learner:
-    "A fastai `Learner` predicting rating levels on `CollabCEDataLoaders` `dls`: cross-entropy (`loss='ce'`) or ordinal (`'ordinal'`); with `use_nn`, `n_factors` is the hidden width unless `layers` is given"
+                      config:dict=None, user_thresholds:bool=True, loss_func=None, metrics=None, cbs=None, **kwargs) -> LeanLearner:
+    "A `LeanLearner` (fastai `Learner` subclass) predicting rating levels on `CollabCEDataLoaders` `dls`: cross-entropy (`loss='ce'`) or ordinal (`'ordinal'`); with `use_nn`, `n_factors` is the hidden width unless `layers` is given"
     if not hasattr(dls, 'levels'): raise CollabDataError("collab_ce_learner needs `CollabCEDataLoaders` (targets as rating levels), "
                                                          f"got {type(dls).__name__}")
     if loss not in ('ce','ordinal'): raise CollabDataError(f"loss must be 'ce' or 'ordinal', got {loss!r}")
@@ -142,8 +53,8 @@ def collab_ce_learner(dls, n_factors:int=50, use_nn:bool=False, loss:str='ce', e
         body = CollabCENN(emb, K if loss=='ce' else 1, layers=ifnone(layers, [n_factors]), **ifnone(config, tabular_config()))
     else: body = CollabCEDot(nu, ni, dls.levels, n_factors) if loss=='ce' else DotScore(nu, ni, n_factors)
     model = body if loss=='ce' else CollabOrdinal(body, K, nu if user_thresholds else 0, ni if user_thresholds else 0)
-    loss_func = ifnone(loss_func, CrossEntropyLossFlat() if loss=='ce' else OrdinalLoss())
-    return Learner(dls, model, loss_func=loss_func, metrics=ifnone(metrics, ce_metrics()), cbs=L(cbs)+NoWDCallback(), **kwargs)
+    loss_func = ifnone(loss_func, PlainCrossEntropyLossFlat() if loss=='ce' else OrdinalLoss())
+    return LeanLearner(dls, model, loss_func=loss_func, metrics=ifnone(metrics, ce_metrics()), cbs=L(cbs)+NoWDCallback(), **kwargs)
 
 # %% ../../nbs/22_ce.learner.ipynb #bc93b0e7
 @patch

@@ -26,6 +26,9 @@ class DotScore(Module):
     def forward(self, x:Tensor) -> Tensor:
         u,i = x[:,0],x[:,1]
         return (self.u_weight(u)*self.i_weight(i)).sum(1, keepdim=True) + self.u_bias(u) + self.i_bias(i)
+    def score_items(self, users:Tensor) -> Tensor:
+        "Scores (users, items) of every item for `users` in one matrix product (the ranking protocol of `metrics.ranking`)"
+        return torch.addmm(self.i_bias.weight[:,0][None], self.u_weight(users), self.i_weight.weight.T).add_(self.u_bias(users))
 
 # %% ../../nbs/21_ce.models.ipynb #261dd8d4
 class CollabCEDot(Module):
@@ -40,6 +43,10 @@ class CollabCEDot(Module):
     no_wd = ('score.u_bias','score.i_bias','bias')
     def forward(self, x:Tensor) -> Tensor:
         return self.score(x)*self.level_weight + self.bias + self.u_level_bias(x[:,0]) + self.i_level_bias(x[:,1])
+    def score_items(self, users:Tensor) -> Tensor:
+        "Level logits (users, items, levels) of every item for `users`, without building the pairs"
+        s = self.score.score_items(users)[...,None]*self.level_weight
+        return s.add_(self.bias).add_(self.u_level_bias(users)[:,None]).add_(self.i_level_bias.weight[None])
 
 # %% ../../nbs/21_ce.models.ipynb #e076d1de
 class CollabCENN(TabularModel):
@@ -89,6 +96,13 @@ class CollabOrdinal(Module):
     @property
     def no_wd(self): return tuple(f'scorer.{n}' for n in getattr(self.scorer, 'no_wd', ())) + tuple(f'cuts.{n}' for n in self.cuts.no_wd)
     def forward(self, x:Tensor) -> Tensor: return self.cuts(self.scorer(x), x)
+    def score_items(self, users:Tensor) -> Tensor:
+        "Cumulative logits (users, items, K-1) of every item for `users` (`NotImplementedError` when the scorer has no `score_items`)"
+        if not hasattr(self.scorer, 'score_items'): raise NotImplementedError(f"{type(self.scorer).__name__} has no score_items")
+        s = self.scorer.score_items(users)
+        b,n = s.shape
+        x = torch.stack([users.repeat_interleave(n), torch.arange(n, device=users.device).repeat(b)], 1)
+        return self.cuts(s.reshape(-1), x).reshape(b, n, -1)
 
 # %% ../../nbs/21_ce.models.ipynb #267fdb2d
 class OrdinalLoss(Module):

@@ -39,7 +39,7 @@ def check_rating_values(df:pd.DataFrame, name:str) -> pd.Series:
         num = pd.to_numeric(col, errors='coerce')
         bad = num.isna() & col.notna()
         if bad.any():
-            raise CollabDataError(f"column {name!r}: {bad.sum()} non-numeric rating(s) such as {show_some(col[bad].unique(), 3)}, "
+            raise CollabDataError(f"column {name!r}: {bad.sum()} non-numeric rating(s) such as {show_some(col[bad].astype(str).unique(), 3)}, "
                                   f"first rows {_first_rows(df, bad, [name])}")
         col = num
     bad = ~np.isfinite(col.to_numpy(dtype=np.float64, na_value=np.nan))
@@ -112,15 +112,17 @@ def vocab_index(vocab:CategoryMap) -> pd.Index:
 
 # %% ../../nbs/03_data.core.ipynb #1e4d92ab
 def encode_ids(values, vocab:CategoryMap, name:str='id', unknown:str='error') -> np.ndarray:
-    "Codes of `values` in `vocab` (int64); unknown ids raise a `KeyError` naming them, or map to 0 (`#na#`) with `unknown='na'`"
+    "Codes of `values` in `vocab` (int64); unknown ids raise a `KeyError` naming them (`'error'`), or map to 0 (`#na#`) with a warning (`'warn'`) or silently (`'na'`)"
     codes = vocab_index(vocab).get_indexer(pd.Index(np.asarray(values))) + 1
     miss = codes == 0
-    if miss.any() and unknown != 'na':
-        ids = pd.unique(np.asarray(values)[miss])
-        hints = '; '.join(f'{o.item() if hasattr(o, "item") else o!r}: {close_matches(o, vocab.items[1:]) or "none"}' for o in ids[:3])
-        raise KeyError(f"{len(ids)} {name}(s) not in the training vocab of {len(vocab)-1} ({miss.sum()} rows): {show_some(ids)}; "
-                       f"close matches: {hints}. Pass unknown='na' to map them to '#na#'")
-    return codes.astype(np.int64)
+    if not miss.any() or unknown == 'na': return codes.astype(np.int64)
+    ids = pd.unique(np.asarray(values)[miss])
+    what = f"{len(ids)} {name}(s) not in the training vocab of {len(vocab)-1} ({miss.sum()} rows): {show_some(ids)}"
+    if unknown == 'warn':
+        warnings.warn(f"{what}; scored with the '#na#' embedding. Pass unknown='na' to silence this, or 'error' to raise", CollabWarning)
+        return codes.astype(np.int64)
+    hints = '; '.join(f'{o.item() if hasattr(o, "item") else o!r}: {h}' for o in ids[:3] if (h := close_matches(o, vocab.items[1:])))
+    raise KeyError(f"{what}{'; close matches: ' + hints if hints else ''}. Pass unknown='warn' or 'na' to score them with '#na#'")
 
 # %% ../../nbs/03_data.core.ipynb #58e43517
 def crosstab(ratings:pd.DataFrame, n_users:int=15, n_items:int=15, user_name:str='user', item_name:str='item',

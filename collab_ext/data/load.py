@@ -6,7 +6,7 @@ Docs: https://collab-ext.github.io/collab_ext/data.load.html.md"""
 
 # %% ../../nbs/02_data.load.ipynb #3aa02d36
 from __future__ import annotations
-import re, io, warnings
+import re, io, warnings, gzip, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.all import *
@@ -16,9 +16,18 @@ from ..core import *
 __all__ = ['ML1M_OCCUPATIONS', 'read_table', 'year_from_title', 'genres_multi_hot', 'load_movielens']
 
 # %% ../../nbs/02_data.load.ipynb #4703607c
+_GZIP = b'\x1f\x8b'
+def _is_gzip(fn) -> bool:
+    with open(fn, 'rb') as f: return f.read(2) == _GZIP
+
+def _read_bytes(fn) -> bytes:
+    "The bytes of `fn`, decompressed when it is gzip (whatever its name)"
+    data = Path(fn).read_bytes()
+    return gzip.decompress(data) if data[:2] == _GZIP else data
+
 def _bad_line(fn, lineno, why):
     "Error naming `fn`, the 1-based `lineno` and the offending text"
-    try: txt = Path(fn).read_text(encoding='latin-1').splitlines()[lineno-1]
+    try: txt = _read_bytes(fn).decode('latin-1').splitlines()[lineno-1]
     except Exception: txt = '?'
     return CollabDataError(f"{Path(fn).name}: malformed line {lineno} ({why}): {txt[:200]!r}")
 
@@ -26,25 +35,60 @@ def _bad_line(fn, lineno, why):
 def _first_wrong_width(fn, sep, n, encoding, header):
     "1-based number of the first line of `fn` that does not have `n` fields"
     import csv
-    text = Path(fn).read_text(encoding=encoding)
+    text = _read_bytes(fn).decode(encoding, errors='replace')
     rows = csv.reader(io.StringIO(text)) if sep == ',' else (l.split(sep) for l in text.splitlines())
     for k,row in enumerate(rows, 1):
         if (k > 1 or not header) and row and len(row) != n: return k
     return 1
 
+# %% ../../nbs/02_data.load.ipynb #06de92af
+def _first_line_is_data(fn, sep, names, numeric, encoding) -> bool:
+    "True (with a warning) when the header line of `fn` holds numbers where `numeric` columns are: a file saved without its header"
+    import csv
+    with (gzip.open(fn, 'rt', encoding=encoding) if _is_gzip(fn) else open(fn, encoding=encoding)) as f: line = f.readline().rstrip('\r\n')
+    fields = next(csv.reader([line])) if sep == ',' else line.split(sep)
+    if len(fields) != len(names) or not any(n in numeric for n in names): return False
+    try: [float(v) for v,n in zip(fields, names) if n in numeric]
+    except ValueError: return False
+    warnings.warn(f"{Path(fn).name}: the first line {line[:80]!r} looks like data, not a header ({', '.join(names)}): "
+                  "it is read as the first row", CollabWarning)
+    return True
+
+def _check_cut_off(fn, sep, names, numeric, encoding, n_prev:int=1000):
+    "Raise when `fn` lacks a final newline and its last line's last (numeric) field is shorter than on every line before: a cut copy"
+    if names[-1] not in numeric: return
+    if _is_gzip(fn): tail = _read_bytes(fn)[-65536:]
+    else:
+        with open(fn, 'rb') as f:
+            f.seek(0, 2); size = f.tell(); f.seek(max(0, size-65536)); tail = f.read()
+    if not tail or tail.endswith((b'\n', b'\r')): return
+    lines = tail.decode(encoding, errors='replace').splitlines()
+    prev = [l.split(sep)[-1].strip() for l in lines[-n_prev-1:-1][1:] if l.strip()]     # the first may be partial
+    last = lines[-1].split(sep)[-1].strip()
+    if prev and len(last) < min(len(p) for p in prev):
+        n = _read_bytes(fn).count(b'\n') + 1
+        raise _bad_line(fn, n, f"the file ends without a newline and its last {names[-1]!r} ({last!r}) is shorter than on any of "
+                               f"the {len(prev)} lines before: a truncated copy? Fetch the data again")
+
 # %% ../../nbs/02_data.load.ipynb #04544145
 def read_table(fn, names, sep, numeric=(), header=False, encoding='latin-1') -> pd.DataFrame:
     "Read a delimited MovieLens file into columns `names`, checking field counts and `numeric` columns line by line"
     fn = Path(fn)
-    src,psep = fn,sep
+    if fn.stat().st_size == 0: raise CollabDataError(f"{fn.name} is empty (0 bytes): an interrupted download or copy? Fetch the data again")
+    gz = _is_gzip(fn)                  # gzip bytes under any name (a .csv that was never unpacked)
+    src,psep,comp = fn,sep,('gzip' if gz else None)
     if len(sep) > 1:   # '::' files: pandas' C parser only takes one-char separators (bytes: no decoded copy of the file)
-        src,psep = io.BytesIO(fn.read_bytes().replace(sep.encode(encoding), b'\x1f')),'\x1f'
+        src,psep,comp = io.BytesIO(_read_bytes(fn).replace(sep.encode(encoding), b'\x1f')),'\x1f',None
+    if header and _first_line_is_data(fn, sep, names, numeric, encoding): header = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('error', pd.errors.ParserWarning)   # pandas truncates extra fields with only a warning
             df = pd.read_csv(src, sep=psep, header=0 if header else None, names=names, encoding=encoding,
                              index_col=False, quoting=3 if psep!=',' else 0, dtype={n:str for n in names if n not in numeric},
-                             on_bad_lines='error', engine='c', skip_blank_lines=True)
+                             on_bad_lines='error', engine='c', skip_blank_lines=True, compression=comp)
+    except pd.errors.EmptyDataError: raise CollabDataError(f"{fn.name} holds no data (only blank lines)") from None
+    except UnicodeDecodeError as e: raise CollabDataError(f"{fn.name} is not {encoding} text ({e.reason} at byte {e.start}): "
+                                                          "a compressed or binary file under a text name?") from None
     except pd.errors.ParserWarning:
         raise _bad_line(fn, _first_wrong_width(fn, sep, len(names), encoding, header), f"expected {len(names)} fields") from None
     except pd.errors.ParserError as e:
@@ -58,6 +102,7 @@ def read_table(fn, names, sep, numeric=(), header=False, encoding='latin-1') -> 
             raise _bad_line(fn, int(np.flatnonzero(bad.values)[0])+off, f"column {n!r} is not a number")
     short = df[[n for n in names if n in numeric]].isna().any(axis=1).values
     if short.any(): raise _bad_line(fn, int(np.flatnonzero(short)[0])+off, f"missing field(s), {short.sum()} such line(s)")
+    _check_cut_off(fn, sep, names, numeric, encoding)
     return df
 
 # %% ../../nbs/02_data.load.ipynb #cb71be42
@@ -153,6 +198,16 @@ def _find_layout(path):
     raise CollabDataError(f"{path}: no MovieLens layout recognised (looked for {list(_layouts)}); files found: {found or 'none'}")
 
 # %% ../../nbs/02_data.load.ipynb #0014aab2
+def _load_zip(fn:Path) -> MovieLensData:
+    "A MovieLens zip archive (as downloaded): extracted to a temporary folder, loaded, the folder removed"
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        with zipfile.ZipFile(fn) as z: z.extractall(d)           # extractall drops absolute and '..' parts of member names
+        try: ml = load_movielens(d)
+        except CollabDataError as e: raise CollabDataError(f"{fn.name} (zip): {str(e).replace(d, '')}") from None
+    ml.path = fn
+    return ml
+
 def load_movielens(path=None) -> MovieLensData:
     "Ratings with titles, user and item metadata from a MovieLens folder (layout auto-detected); ML-100k download when `path` is None"
     if path is None:
@@ -163,6 +218,7 @@ def load_movielens(path=None) -> MovieLensData:
                                   "pass `path=` to a local copy (or set $COLLAB_EXT_DATA)") from None
     path = Path(path).expanduser()
     if not path.exists(): raise CollabDataError(f"{path}: no such file or folder")
+    if path.is_file() and zipfile.is_zipfile(path): return _load_zip(path)
     if path.is_file(): path = path.parent
     d,reader = _find_layout(path)
     return reader(d)

@@ -19,7 +19,8 @@ from .core import *
 from .split import *
 
 # %% auto #0
-__all__ = ['CollabTensors', 'FastCollabDL', 'FastCollabDataLoaders', 'rows_as_frame', 'collab_names', 'train_codes']
+__all__ = ['CollabTensors', 'FastCollabDL', 'item_titles', 'FastCollabDataLoaders', 'rows_as_frame', 'collab_names',
+           'train_codes']
 
 # %% ../../nbs/05_data.loaders.ipynb #aa037b32
 class CollabTensors:
@@ -36,10 +37,10 @@ class CollabTensors:
     def rating_name(self): return self.y_names[0]
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return (self.x[i],) if self.y is None else (self.x[i], self.y[i])
+    def _new(self, x, y): return CollabTensors(x, y, self.classes, self.y_names, self.titles)
     def new_empty(self):
-        "No rows, same vocab; keeps the per-user seen index so an exported learner can still leave out seen items"
-        res = CollabTensors(self.x[:0], None if self.y is None else self.y[:0], self.classes, self.y_names, self.titles)
-        if len(self): self.seen_index()
+        "No rows (fresh zero-size tensors: an export holds no ratings), same vocab, and the per-user seen index if it was built"
+        res = self._new(*(None if t is None else t.new_empty((0, *t.shape[1:])) for t in (self.x, self.y)))
         res._seen = getattr(self, '_seen', None)
         return res
     def __repr__(self): return f"{type(self).__name__}({len(self)} rows: {self.user_name} × {self.item_name} → {self.rating_name})"
@@ -50,13 +51,13 @@ def _encode(df:pd.DataFrame, classes:dict, y_names:list, titles=None, rows=None,
     "`CollabTensors` of the checked frame `df` (only the rows at positions `rows` when given), ids coded with `classes`"
     col = lambda n: df[n].to_numpy() if rows is None else df[n].to_numpy()[rows]
     x = np.stack([encode_ids(col(n), classes[n], n, unknown) for n in classes], 1)
-    y = torch.from_numpy(np.ascontiguousarray(col(y_names[0]).astype(np.float32, copy=False)[:,None])) if with_labels else None
+    y = torch.from_numpy(np.require(col(y_names[0]).astype(np.float32, copy=False)[:,None], requirements='CW')) if with_labels else None   # copied only if read-only (pandas' copy-on-write views)
     return CollabTensors(torch.from_numpy(x), y, classes, y_names, titles)
 
 # %% ../../nbs/05_data.loaders.ipynb #14f0a2da
 @patch
-def encode(self:CollabTensors, df:pd.DataFrame, with_labels:bool=None, unknown:str='error', duplicates:str='last') -> CollabTensors:
-    "Rows of `df` checked and encoded with this vocab; unknown ids raise `KeyError` or map to `#na#` (`unknown='na'`)"
+def encode(self:CollabTensors, df:pd.DataFrame, with_labels:bool=None, unknown:str='warn', duplicates:str='last') -> CollabTensors:
+    "Rows of `df` checked and encoded with this vocab; unknown ids map to `#na#` with a warning (`'warn'`), silently (`'na'`), or raise `KeyError` (`'error'`)"
     with_labels = ifnone(with_labels, self.rating_name in df.columns)
     if len(df): df = clean_ratings(df, self.user_name, self.item_name, self.rating_name, duplicates=duplicates, need_rating=with_labels)
     else: check_columns(df, [self.user_name, self.item_name])
@@ -139,39 +140,33 @@ class FastCollabDL(DataLoader):
         stop = self.n - self.n%bs if self.drop_last else self.n
         for i in range(0, stop, bs): yield tuple(t[i:i+bs] for t in ts)
 
-# %% ../../nbs/05_data.loaders.ipynb #fa135b62
-@patch
-def to_detach(self:FastCollabDL, b, cpu:bool=True, gather:bool=True):
-    "fastai's `to_detach`; on a one-row loader a scalar-like output becomes (1, 1), so `Learner.predict` keeps the batch dim"
-    b = to_detach(b, cpu, gather)
-    if self.n != 1: return b
-    # fastai's `detuplify` unwraps a length-1 tensor and `EmbeddingDotBias` squeezes (bs, 1) to (bs,): a single row would lose its batch dim
-    return apply(lambda t: t.reshape(1,1) if isinstance(t, Tensor) and t.ndim<=1 and t.numel()==1 else t, b)
+    def to_detach(self, b, cpu:bool=True, gather:bool=True):
+        "fastai's `to_detach`; on a one-row loader a scalar-like output becomes (1, 1), so `Learner.predict` keeps the batch dim"
+        b = to_detach(b, cpu, gather)
+        if self.n != 1: return b
+        # fastai's `detuplify` unwraps a length-1 tensor and `EmbeddingDotBias` squeezes (bs, 1) to (bs,): a single row would lose its batch dim
+        return apply(lambda t: t.reshape(1,1) if isinstance(t, Tensor) and t.ndim<=1 and t.numel()==1 else t, b)
 
-@patch
-def decode(self:FastCollabDL, b): return b
+    def decode(self, b): return b
 
-@patch
-def decode_batch(self:FastCollabDL, b, max_n:int=9, full:bool=True):
-    "Samples of `b` as `(row of ids, rating)` pairs, as fastai's `Learner.predict` expects"
-    df = self.dataset.decode(b[0][:max_n])
-    ys = to_np(b[1][:max_n]).reshape(len(df), -1)[:,0] if len(b)>1 else [None]*len(df)
-    return [(row, float(y) if y is not None else None) for (_,row),y in zip(df.iterrows(), ys)]
+    def decode_batch(self, b, max_n:int=9, full:bool=True):
+        "Samples of `b` as `(row of ids, rating)` pairs, as fastai's `Learner.predict` expects"
+        df = self.dataset.decode(b[0][:max_n])
+        ys = to_np(b[1][:max_n]).reshape(len(df), -1)[:,0] if len(b)>1 else [None]*len(df)
+        return [(row, float(y) if y is not None else None) for (_,row),y in zip(df.iterrows(), ys)]
 
-@patch
-def show_batch(self:FastCollabDL, b=None, max_n:int=9, ctxs=None, show:bool=True, **kwargs):
-    "Show (or return) the decoded rows of batch `b`"
-    b = ifnone(b, self.one_batch())
-    df = self.dataset.decode(b[0][:max_n], b[1][:max_n] if len(b)>1 else None)
-    if not show: return df
-    display_df(df)
+    def show_batch(self, b=None, max_n:int=9, ctxs=None, show:bool=True, **kwargs):
+        "Show (or return) the decoded rows of batch `b`"
+        b = ifnone(b, self.one_batch())
+        df = self.dataset.decode(b[0][:max_n], b[1][:max_n] if len(b)>1 else None)
+        if not show: return df
+        display_df(df)
 
-@patch
-def show_results(self:FastCollabDL, b, out, max_n:int=9, ctxs=None, show:bool=True, **kwargs):
-    "Show (or return) rows of `b` with their ratings and the predictions `out`"
-    df = self.dataset.decode(b[0][:max_n], b[1][:max_n] if len(b)>1 else None, out[:max_n])
-    if not show: return df
-    display_df(df)
+    def show_results(self, b, out, max_n:int=9, ctxs=None, show:bool=True, **kwargs):
+        "Show (or return) rows of `b` with their ratings and the predictions `out`"
+        df = self.dataset.decode(b[0][:max_n], b[1][:max_n] if len(b)>1 else None, out[:max_n])
+        if not show: return df
+        display_df(df)
 
 # %% ../../nbs/05_data.loaders.ipynb #685e1585
 def _default_names(df, user_name, item_name, rating_name):
@@ -180,10 +175,30 @@ def _default_names(df, user_name, item_name, rating_name):
     for k,n in enumerate((user_name, item_name, rating_name)):
         if n is None and df.shape[1] <= k:
             raise CollabDataError(f"ratings need user, item and rating columns (the first three by default); the frame has {list(df.columns)}")
-    return (ifnone(user_name, df.columns[0]), ifnone(item_name, df.columns[1]), ifnone(rating_name, df.columns[2]))
+    names = (ifnone(user_name, df.columns[0]), ifnone(item_name, df.columns[1]), ifnone(rating_name, df.columns[2]))
+    _check_roles(df, names, (user_name, item_name, rating_name))
+    return names
+
+_role_names = {'user': ('user','userid','user_id','uid','users','customer','customer_id'),
+               'item': ('item','itemid','item_id','iid','items','movie','movieid','movie_id','product','product_id','productid'),
+               'rating': ('rating','ratings','score','stars','rate')}
+
+def _check_roles(df, names, given, sample:int=100_000):
+    "Warn when a column taken by position (fastai's default: user, item, rating first) looks like it has another role"
+    msgs,low = [],{str(c).lower(): c for c in df.columns}
+    for role,n,g in zip(('user','item','rating'), names, given):
+        other = [c for l,c in low.items() if l in _role_names[role] and c != n]
+        if g is None and other and str(n).lower() not in _role_names[role]:
+            msgs.append(f"the {role} column by position is {n!r}, but {other[0]!r} looks like the {role} column")
+    if given[2] is None and len(df):
+        y = pd.to_numeric(df[names[2]].iloc[:sample], errors='coerce')
+        if y.abs().max() > 1e6: msgs.append(f"the rating column by position, {names[2]!r}, has values up to {y.abs().max():.4g} (timestamps?)")
+        elif y.notna().all() and (y % 1 == 0).all() and y.nunique() > 100:
+            msgs.append(f"the rating column by position, {names[2]!r}, holds {y.nunique()} distinct whole numbers (ids?)")
+    if msgs: warnings.warn("; ".join(msgs) + f". Name the columns (user_name=, item_name=, rating_name=); the frame has {list(df.columns)}", CollabWarning)
 
 # %% ../../nbs/05_data.loaders.ipynb #46f5ec0a
-def _titles(df, item_name):
+def item_titles(df, item_name):
     "item → title Series when `df` has a `title` column distinct from the item column"
     if 'title' not in df.columns or item_name == 'title': return None
     t = df[[item_name,'title']].drop_duplicates(item_name)
@@ -192,12 +207,21 @@ def _titles(df, item_name):
 # %% ../../nbs/05_data.loaders.ipynb #31a70991
 class FastCollabDataLoaders(DataLoaders):
     "Collab `DataLoaders` with fastai's `CollabDataLoaders` API whose batches are slices of prebuilt tensors"
+    __reduce_ex__ = guarded_reduce     # an exported learner loaded without collab_ext says so (not fastai's UnboundLocalError)
+    def new_empty(self):
+        "Loaders without rows (what `export` saves): the vocab, the titles and the *training* split's seen-items index, nothing else"
+        self.train_ds.seen_index()
+        res = super().new_empty()
+        for dl in res.loaders[1:]: dl.dataset._seen = None     # validation pairs stay out of the file
+        return res
     @classmethod
     @delegates(FastCollabDL.__init__, but=['dataset','shuffle','drop_last'])
     def from_df(cls, ratings:pd.DataFrame, valid_pct:float=0.2, user_name:str=None, item_name:str=None, rating_name:str=None,
                 seed:int=None, path='.', bs:int=64, val_bs:int=None, splitter=None, duplicates:str='last', unseen:str=None,
                 device=None, **kwargs):
         "Create `DataLoaders` from `ratings`, split by `splitter` (default: seeded random `valid_pct`)"
+        check_pct(valid_pct, 'valid_pct', 'from_df'); check_int(bs, 'bs', 'from_df')
+        if val_bs is not None: check_int(val_bs, 'val_bs', 'from_df')
         names = _default_names(ratings, user_name, item_name, rating_name)
         df = clean_ratings(ratings, *names, duplicates=duplicates)
         if seed is None: seed = int(torch.randint(0, 2**31-1, (1,)).item())   # fastai's `set_seed` still decides
@@ -205,9 +229,10 @@ class FastCollabDataLoaders(DataLoaders):
         splits = splitter(df)
         unseen = ifnone(unseen, 'keep' if getattr(splitter, 'expects_unseen', False) else 'warn')
         tr,va = resolve_unseen(df, splits, unseen, names[0], names[1])
-        if len(tr) == 0: raise CollabDataError(f"the splitter {splitter!r} left no training rows (of {len(df)})")
+        if len(tr) < 2: raise CollabDataError(f"the splitter {splitter!r} left {len(tr)} training row(s) of {len(df)}: "
+                                              "training needs at least 2 (batch norm cannot use a batch of one)")
         classes = {n: make_vocab(df[n].to_numpy()[tr]) for n in names[:2]}
-        titles = _titles(df, names[1])
+        titles = item_titles(df, names[1])
         dss = [_encode(df, classes, [names[2]], titles, rows=s, unknown='na') for s in (tr,va)]   # each split encoded directly: no full-size copy
         device = ifnone(device, default_device())
         dls = cls(FastCollabDL(dss[0], bs=bs, shuffle=True, drop_last=len(tr) > bs, seed=seed, **kwargs),
@@ -222,7 +247,12 @@ class FastCollabDataLoaders(DataLoaders):
         "Create `DataLoaders` from the ratings file `csv`"
         from pathlib import Path
         if not Path(csv).exists(): raise CollabDataError(f"{csv}: no such file")
-        return cls.from_df(pd.read_csv(csv, sep=sep), **kwargs)
+        with open(csv, 'rb') as f: gz = f.read(2) == b'\x1f\x8b'          # gzip bytes whatever the file is called
+        df = pd.read_csv(csv, sep=sep, compression='gzip' if gz else 'infer')
+        if len(df.columns) and all(isinstance(c, str) and c.strip().lstrip('-').replace('.', '', 1).isdigit() for c in df.columns):
+            raise CollabDataError(f"{csv}: the first line ({', '.join(df.columns)}) is numbers, not column names: a file without a "
+                                  "header? Read it with `pd.read_csv(..., header=None, names=[...])` and use `from_df`")
+        return cls.from_df(df, **kwargs)
 
     @classmethod
     @delegates(from_df)
@@ -237,13 +267,18 @@ class FastCollabDataLoaders(DataLoaders):
 
 # %% ../../nbs/05_data.loaders.ipynb #fc17427a
 @patch
-def test_dl(self:FastCollabDataLoaders, test_items, rm_type_tfms=None, with_labels:bool=None, unknown:str='error',
+def test_dl(self:FastCollabDataLoaders, test_items, rm_type_tfms=None, with_labels:bool=None, unknown:str='warn',
             bs:int=None, **kwargs) -> FastCollabDL:
-    "A loader over `test_items` (DataFrame, rows, dicts or (user, item) tuples) encoded with the training vocab"
+    "A loader over `test_items` (DataFrame, rows, dicts or (user, item) tuples) encoded by the training set's `encode` (its vocab, procs)"
     ds = self.train_ds
-    df = rows_as_frame(test_items, ds.cat_names + ds.y_names)
+    df = rows_as_frame(test_items, [ds.user_name, ds.item_name, ds.rating_name])
     enc = ds.encode(df, with_labels=ifnone(with_labels, False), unknown=unknown, duplicates='keep')   # one prediction per row given
-    return self.valid.new(enc, bs=ifnone(bs, self.valid.bs), shuffle=False, drop_last=False)
+    return self.scoring_dl(enc, bs=ifnone(bs, self.valid.bs))
+
+@patch
+def scoring_dl(self:FastCollabDataLoaders, ds, bs:int):
+    "The loader `test_dl` returns over encoded rows `ds`: the validation loader's kind, in order (loaders whose batches are not plain rows override this)"
+    return self.valid.new(ds, bs=bs, shuffle=False, drop_last=False)
 
 def rows_as_frame(items, names) -> pd.DataFrame:
     "`items` as a DataFrame: a frame, a Series (one row), or a list of rows, dicts or tuples"

@@ -12,8 +12,8 @@ from fastcore.all import *
 from ..core import *
 
 # %% auto #0
-__all__ = ['RandomRatingSplitter', 'TimeSplitter', 'LastNSplitter', 'ColdUserSplitter', 'ColdItemSplitter', 'with_names',
-           'UnseenReport', 'unseen_report', 'resolve_unseen']
+__all__ = ['RandomRatingSplitter', 'TimeSplitter', 'LastNSplitter', 'StratifiedSplitter', 'ChronoSplitter', 'LeaveOneOutSplitter',
+           'ColdUserSplitter', 'ColdItemSplitter', 'with_names', 'UnseenReport', 'unseen_report', 'resolve_unseen']
 
 # %% ../../nbs/04_data.split.ipynb #b483b334
 def _col(df, name, pos, what):
@@ -25,10 +25,30 @@ def _col(df, name, pos, what):
     check_columns(df, [name], 'splitter')
     return df[name].to_numpy()
 
+def _times(df, name, what) -> tuple:
+    "Time column `name` (text parsed), a key ordering it with missing times first, and the missing mask (warned about)"
+    t = _col(df, name, None, 'time')
+    if t.dtype.kind in 'OUS':
+        num = pd.to_numeric(pd.Series(t), errors='coerce')
+        if num.notna().sum() == pd.notna(t).sum(): t = num.to_numpy(np.float64)      # numbers stored as text
+        else:
+            try: t = pd.to_datetime(pd.Series(t), format='mixed').to_numpy()
+            except (ValueError, TypeError) as e:
+                raise CollabDataError(f"{what}: column {name!r} holds text that is neither numbers nor dates ({e}); "
+                                      f"e.g. {show_some(pd.unique(t)[:3])}. Convert it with pd.to_datetime") from None
+    if t.dtype.kind not in 'iufM': raise CollabDataError(f"{what}: column {name!r} has dtype {t.dtype}: it needs numbers or datetimes")
+    miss = pd.isna(t)
+    if miss.any():
+        warnings.warn(f"{what}: {miss.sum()} of {len(t)} rows have no {name!r} (first rows {show_some(np.flatnonzero(miss), 3)}); "
+                      "they count as the earliest and stay in training", CollabWarning)
+    key = t.view('i8') if t.dtype.kind == 'M' else np.where(miss, -np.inf, t.astype(np.float64, copy=False)) if miss.any() else t
+    return t,key,miss
+
 # %% ../../nbs/04_data.split.ipynb #c55dbdc4
 class RandomRatingSplitter:
     "Seeded random split of rows: `np.random.default_rng(seed).permutation(n)`, the first `1-valid_pct` train"
-    def __init__(self, valid_pct:float=0.2, seed:int=42): store_attr()
+    def __init__(self, valid_pct:float=0.2, seed:int=42):
+        self.valid_pct,self.seed = check_pct(valid_pct, 'valid_pct', 'RandomRatingSplitter'),seed
     def __call__(self, o):
         n = len(o)
         seed = self.seed if self.seed is not None else np.random.randint(2**31)   # honours fastai's `set_seed`
@@ -50,23 +70,25 @@ def _cutoff_like(cutoff, t, name):
 # %% ../../nbs/04_data.split.ipynb #6019210e
 class TimeSplitter:
     "Rows at or after `cutoff` (a time) are validation; without `cutoff`, the latest `valid_pct` of rows"
-    def __init__(self, cutoff=None, valid_pct:float=0.2, time_name:str='timestamp'): store_attr()
+    def __init__(self, cutoff=None, valid_pct:float=0.2, time_name:str='timestamp'):
+        store_attr(); check_pct(valid_pct, 'valid_pct', 'TimeSplitter')
     def __call__(self, df):
-        t = _col(df, self.time_name, None, 'time')
-        if self.cutoff is not None:
-            valid = t >= _cutoff_like(self.cutoff, t, self.time_name)
-            return np.flatnonzero(~valid), np.flatnonzero(valid)
-        order = np.argsort(t, kind='stable')
-        cut = int(round(len(t)*(1-self.valid_pct)))
-        return np.sort(order[:cut]), np.sort(order[cut:])
+        t,key,miss = _times(df, self.time_name, 'TimeSplitter')
+        if self.cutoff is not None: valid = t >= _cutoff_like(self.cutoff, t, self.time_name)     # a missing time compares False
+        else:
+            valid = np.zeros(len(t), bool)
+            valid[np.argsort(key, kind='stable')[int(round(len(t)*(1-self.valid_pct))):]] = True
+        valid &= ~miss                                                                       # rows without a time train
+        return np.flatnonzero(~valid), np.flatnonzero(valid)
     __repr__ = basic_repr('cutoff,valid_pct,time_name')
 
 # %% ../../nbs/04_data.split.ipynb #c8ac820c
 class LastNSplitter:
     "Each user's latest `n` ratings (by `time_name`) are validation, keeping at least `min_train` of theirs in training"
-    def __init__(self, n:int=1, min_train:int=1, user_name:str=None, time_name:str='timestamp'): store_attr()
+    def __init__(self, n:int=1, min_train:int=1, user_name:str=None, time_name:str='timestamp'):
+        store_attr(); check_int(n, 'n', 'LastNSplitter'); check_int(min_train, 'min_train', 'LastNSplitter', min=0)
     def __call__(self, df):
-        u,t = _col(df, self.user_name, 0, 'user'), _col(df, self.time_name, None, 'time')
+        u,(_,t,miss) = _col(df, self.user_name, 0, 'user'), _times(df, self.time_name, 'LastNSplitter')
         codes = pd.factorize(u)[0]
         order = np.lexsort((np.arange(len(t)), t, codes))         # by user, then time, then row
         sc = codes[order]
@@ -76,14 +98,79 @@ class LastNSplitter:
         n_valid = np.minimum(self.n, np.maximum(size-self.min_train, 0))
         valid = np.zeros(len(t), bool)
         valid[order] = from_end < np.repeat(n_valid, size)
+        valid &= ~miss                                                     # rows without a time train
         return np.flatnonzero(~valid), np.flatnonzero(valid)
     __repr__ = basic_repr('n,min_train,user_name,time_name')
+
+# %% ../../nbs/04_data.split.ipynb #8c38269a
+def _check_pct(valid_pct, what):
+    if not isinstance(valid_pct, (int, float, np.number)) or not 0 < valid_pct < 1:
+        raise CollabDataError(f"{what}: valid_pct={valid_pct!r} must be a number between 0 and 1 (exclusive)")
+
+def _user_ranks(codes, key):
+    "Rows ordered by user, then `key`, then position; each ordered row's 1-based rank within its user, and its user's row count"
+    order = np.lexsort((np.arange(len(codes)), key, codes))
+    sc = codes[order]
+    start = np.r_[0, np.flatnonzero(np.diff(sc)) + 1]
+    size = np.diff(np.r_[start, len(sc)])
+    return order, np.arange(len(sc)) - np.repeat(start, size) + 1, np.repeat(size, size)
+
+def _ratio_split(u, key, valid_pct, what):
+    "Each user's first round((1-`valid_pct`)·n) of n rows by `key` train (halves to even, as Microsoft Recommenders), the rest valid"
+    codes,uniq = pd.factorize(u)
+    order,rank,count = _user_ranks(codes, key)
+    train = np.zeros(len(u), bool)
+    train[order] = rank <= np.round((1 - valid_pct)*count)                  # `rank <= round(ratio * count)` there
+    n_tr,n = np.bincount(codes[train], minlength=len(uniq)),np.bincount(codes, minlength=len(uniq))
+    for bad,side,res in ((np.flatnonzero(n_tr == n), 'hold one out', 'training'), (np.flatnonzero(n_tr == 0), 'keep one in training', 'validation')):
+        if len(bad): warnings.warn(f"{what}: {len(bad)} of {len(uniq)} users have too few rows to {side} at valid_pct={valid_pct:g}: "
+                                   f"all their rows are {res} (users {show_some(uniq[bad])})", CollabWarning)
+    return np.flatnonzero(train), np.flatnonzero(~train)
+
+# %% ../../nbs/04_data.split.ipynb #5a153c94
+class StratifiedSplitter:
+    "Each user's rows split at random, `1-valid_pct` of them training, seeded: Microsoft Recommenders' `python_stratified_split`"
+    def __init__(self, valid_pct:float=0.25, seed:int=42, user_name:str=None): store_attr()
+    def __call__(self, df):
+        _check_pct(self.valid_pct, 'StratifiedSplitter')
+        u = _col(df, self.user_name, 0, 'user')
+        seed = self.seed if self.seed is not None else np.random.randint(2**31)   # honours fastai's `set_seed`
+        key = np.random.RandomState(seed).rand(len(u))                          # = `np.random.seed(seed); np.random.rand(n)` there
+        return _ratio_split(u, key, self.valid_pct, 'StratifiedSplitter')
+    def _names(self, user_name, item_name): return dict(user_name=user_name)
+    __repr__ = basic_repr('valid_pct,seed,user_name')
+
+# %% ../../nbs/04_data.split.ipynb #f09a98bb
+class ChronoSplitter:
+    "Each user's earliest `1-valid_pct` of rows (by `time_name`, ties in row order) train, the rest validation: `python_chrono_split`"
+    def __init__(self, valid_pct:float=0.25, user_name:str=None, time_name:str='timestamp'): store_attr()
+    def __call__(self, df):
+        _check_pct(self.valid_pct, 'ChronoSplitter')
+        u,t = _col(df, self.user_name, 0, 'user'),_col(df, self.time_name, None, 'time')
+        return _ratio_split(u, t, self.valid_pct, 'ChronoSplitter')
+    def _names(self, user_name, item_name): return dict(user_name=user_name)
+    __repr__ = basic_repr('valid_pct,user_name,time_name')
+
+class LeaveOneOutSplitter(LastNSplitter):
+    "Each user's latest row (by `time_name`) is validation; a user with a single row keeps it in training (counted in a warning)"
+    def __init__(self, user_name:str=None, time_name:str='timestamp'): super().__init__(1, 1, user_name, time_name)
+    def __call__(self, df):
+        tr,va = super().__call__(df)
+        u = _col(df, self.user_name, 0, 'user')
+        n_users = len(pd.unique(u))
+        if len(va) < n_users:
+            lone = np.setdiff1d(pd.unique(u), u[va])
+            warnings.warn(f"LeaveOneOutSplitter: {n_users - len(va)} of {n_users} users have a single row, kept in training: "
+                          f"they have no validation row (users {show_some(lone)})", CollabWarning)
+        return tr,va
+    __repr__ = basic_repr('user_name,time_name')
 
 # %% ../../nbs/04_data.split.ipynb #b8b523db
 class _ColdSplitter:
     "Hold out a seeded `valid_pct` of the distinct values of one column, with all their rows"
     expects_unseen = True
-    def __init__(self, valid_pct:float=0.2, seed:int=42, name:str=None): store_attr()
+    def __init__(self, valid_pct:float=0.2, seed:int=42, name:str=None):
+        store_attr(); check_pct(valid_pct, 'valid_pct', type(self).__name__)
     def __call__(self, df):
         v = _col(df, self.name, self._pos, self._what)
         seed = self.seed if self.seed is not None else np.random.randint(2**31)   # as RandomRatingSplitter: never changes `self`
