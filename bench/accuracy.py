@@ -1,7 +1,8 @@
 """Rating accuracy on the ML-100k benchmark split (issue 14): the ablation of `collab_ext.rating` and the winner against peers.
 
 Run from the repo root: `python bench/accuracy.py` (three seeds), `--quick` (seed 0, fewer rows), `--json` (also print every row
-as one JSON line: model, seed, rmse, mae, fit_s), `--seeds 0 1 2`, `--no-peers`.
+as one JSON line: model, seed, rmse, mae, fit_s, cpu_s), `--seeds 0 1 2`, `--no-peers`, `--members ordinal autorec ordinal-nn`
+(only these members and the blends they make), `--no-hybrid-ablation` (leave out the ordinal / time-bias hybrid rows).
 Only training rows inform a prediction: members and blend weights are fitted on the 80,000 training rows (the blend weights on
 a 10% slice of them); the validation rows are scored once, at the end. Fit seconds are wall-clock on a shared machine.
 Ablation rows come from one set of member fits per seed: each member is fitted (a) on the training rows less the 10% holdout
@@ -32,14 +33,17 @@ def add(model, seed, pred, y, secs, kind, cpu=None):
     print(f"  {model:<58} seed {seed}  rmse {d['rmse']:.4f}  mae {d['mae']:.4f}  fit {secs:6.1f}s" + (f" (cpu {cpu:.1f}s)" if cpu else ''), flush=True)
 
 # Members, in the order the winner's recipe seeds them (member k gets seed+k): ordinal 0, autorec 1, then the others
-MEMBERS = {'ordinal': OrdinalMember(), 'autorec': AutoRecMember(), 'ordinal++': OrdinalMember(user_side=True),
+MEMBERS = {'ordinal': OrdinalMember(), 'autorec': AutoRecMember(), 'ordinal-nn': OrdinalMember(use_nn=True), 'ordinal++': OrdinalMember(user_side=True),
            'ordinal++items': OrdinalMember(user_side=True, item_side=True, name='ordinal++items'), 'u-autorec': AutoRecMember(user_based=True)}
+WINNER = ('ordinal','autorec','ordinal-nn')     # `best_members()`, same order (same seeds)
 MEMBER_LABEL = {'ordinal': 'ordinal dot (collab_ext.ce recipe, 100 factors)',
                 'ordinal++': '+ SVD++ implicit user vectors (ordinal++)',
                 'ordinal++items': '+ SVD++ user and item-side implicit vectors',
-                'autorec': 'item AutoRec (neural; autorec_learner)', 'u-autorec': 'user AutoRec (the mirror)'}
-BLENDS = [('ordinal','autorec'), ('ordinal++','autorec'), ('ordinal++items','autorec'), ('ordinal','autorec','u-autorec'),
-          ('ordinal++items','autorec','u-autorec'), ('ordinal','ordinal++items','autorec','u-autorec')]
+                'autorec': 'item AutoRec (neural; autorec_learner)', 'u-autorec': 'user AutoRec (the mirror)',
+                'ordinal-nn': '+ NeuMF paths, dot product kept (OrdinalMember(use_nn=True))'}
+BLENDS = [WINNER, ('ordinal','autorec'), ('ordinal++','autorec'), ('ordinal++items','autorec'), ('ordinal','autorec','u-autorec'),
+          ('ordinal++items','autorec','u-autorec'), ('ordinal','ordinal++items','autorec','u-autorec'), ('ordinal','ordinal-nn'),
+          ('ordinal-nn','autorec')]
 
 def ablation(dls, y, seed, names):
     "Fit every member twice (holdout stage, refit) and score members and blends"
@@ -63,7 +67,7 @@ def ablation(dls, y, seed, names):
         if not all(b in names for b in bl): continue
         w,b = fit_blend_weights(np.stack([ph[o] for o in bl], 1), r[hold])
         label = 'blend ' + ' + '.join(bl)
-        if bl == ('ordinal','autorec'):
+        if bl == WINNER:
             add(label + ', members not refitted (90% of training rows)', seed, np.stack([pv_h[o] for o in bl], 1)@w + b, y,
                 sum(t_h[o] for o in bl), 'ablation', sum(c_h[o] for o in bl))
             label = 'WINNER rating_learner: ' + label
@@ -101,6 +105,39 @@ def hybrid(r, y, seed):
     secs = quiet_fit(learn, 5, 5e-3, wd=0.2)
     add('hybrid: metadata + date towers (bench/tabular.py recipe)', seed, learn.predict_ratings(R.iloc[tdls.splits[1]], unknown='na'), y, secs, 'peer')
 
+def hybrid_fit(R, users, items, genres, splits, seed, ordinal=False, time_bias=False, epochs=5, lr=5e-3, wd=0.2, n_bins=30):
+    "(valid-row predictions, wall s, CPU s) of the hybrid recipe on fixed `splits`: MSE or ordinal head (`OrdinalHybrid`), optional time-bias columns"
+    from collab_ext.tabular import TabularCollabDataLoaders, tabular_collab_learner
+    t0,c0 = time.perf_counter(),time.process_time()
+    extra = []
+    if time_bias: R,extra = time_bias_columns(R, splits[0], n_bins=n_bins),['item_bin','user_day']
+    tdls = TabularCollabDataLoaders.from_dfs(R, users, items, date_col='timestamp', cat_names=['gender','occupation','zip1']+extra,
+                                             cont_names=['age','year']+genres, splitter=lambda df: splits, bs=128, val_bs=8192, seed=seed)
+    torch.manual_seed(seed)
+    levels = np.unique(R.rating.to_numpy()[splits[0]]).astype(np.float32)
+    learn = tabular_collab_learner(tdls, n_factors=50, layers=(64,), p_id=0.05, use_mlp=False, cbs=SkipValidation(),
+                                   loss_func=StarOrdinalLoss(levels) if ordinal else None)
+    if ordinal: learn.model = OrdinalHybrid(learn.model, levels, *(len(tdls.train_ds.classes[n]) for n in ('user','item')))
+    quiet_fit(learn, epochs, lr, wd=wd)
+    m,ds = learn.model.eval(),tdls.valid_ds
+    with torch.no_grad(): p = (m.ratings_of(ds.x_cat, ds.x_cont) if ordinal else m(ds.x_cat, ds.x_cont)[:,0]).numpy()
+    return p,time.perf_counter()-t0,time.process_time()-c0
+
+HYBRIDS = {'hybrid + time-bias columns (item × time bin, user × day; time_bias_columns)': dict(time_bias=True),
+           'ordinal hybrid (OrdinalHybrid: hybrid score through the ordinal head)': dict(ordinal=True),
+           'ordinal hybrid + time-bias columns': dict(ordinal=True, time_bias=True)}
+
+def hybrid_ablation(y, seed):
+    "The hybrid recipe (bench/tabular.py) with the ordinal head and/or timeSVD++-style time-bias columns"
+    from collab_ext.tabular import movielens_tables
+    ml = ml100k()
+    users,items = movielens_tables(ml)
+    R = ml.ratings[['user','item','rating','timestamp']]
+    splits = benchmark_split(R)
+    for label,kw in HYBRIDS.items():
+        p,secs,cpu = hybrid_fit(R, users, items, ml.genres, splits, seed, **kw)
+        add(label, seed, p, y, secs, 'ablation', cpu)
+
 def surprise_rows(r, splits, y, seed, quick):
     from surprise import SVD, SVDpp, KNNBaseline, Dataset, Reader
     tr,va = splits
@@ -124,6 +161,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quick', action='store_true'); ap.add_argument('--json', action='store_true')
     ap.add_argument('--seeds', type=int, nargs='*'); ap.add_argument('--no-peers', action='store_true')
+    ap.add_argument('--members', nargs='*', help='ablation members to fit (default: all; none: skip the member ablation)')
+    ap.add_argument('--no-hybrid-ablation', action='store_true', help='skip the ordinal / time-bias hybrid rows')
     ap.add_argument('--smoke', action='store_true', help=argparse.SUPPRESS)     # 1-3 epochs everywhere: checks the script runs
     args = ap.parse_args()
     if args.smoke:
@@ -133,7 +172,7 @@ def main():
         quiet_fit = lambda learn, epochs, *a, **k: _qf(learn, 1, *a, **k)
     set_threads(1)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    names = ['ordinal','autorec'] if args.quick else list(MEMBERS)
+    names = args.members if args.members is not None else list(WINNER) if args.quick else list(MEMBERS)
     r = ml100k().ratings[['user','item','rating','title']]
     splits = benchmark_split(r)
     dls = FastCollabDataLoaders.from_df(r, splitter=RandomRatingSplitter(**BENCH_SPLIT), bs=1024, seed=42)
@@ -141,7 +180,8 @@ def main():
     assert np.allclose(y, r.rating.to_numpy()[splits[1]])
     for seed in seeds:
         print(f"\n# seed {seed}", flush=True)
-        if not args.smoke: ablation(dls, y, seed, names)
+        if not args.smoke and names: ablation(dls, y, seed, names)
+        if not (args.quick or args.smoke or args.no_hybrid_ablation): hybrid_ablation(y, seed)
         if not args.no_peers: peers(r, splits, dls, y, seed, args.quick)
     summary()
     if args.json: print_json(ROWS)

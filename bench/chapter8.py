@@ -7,37 +7,28 @@ slow small-batch training ~9x, which would flatter the recipe.
 The benchmark split: ML-100k in u.data order, `RandomRatingSplitter(0.2, 42)` (np.random.default_rng(42).permutation,
 first 80,000 rows train). Items only in the validation split are kept and scored with the `#na#` embedding, in both runs.
 """
-import argparse, time, warnings
-from harness import *      # stock_dls, ml100k, benchmark_split, set_threads
+import argparse, warnings
+from harness import *      # quiet_fit, timed, Timer, stock_dls, ml100k, benchmark_split, set_threads
 import numpy as np, pandas as pd, torch
-from fastai.collab import TabularCollab, collab_learner
-from fastai.tabular.core import Categorify
-from fastai.data.block import TransformBlock
-from fastai.learner import Learner
-from fastai.losses import MSELossFlat
+from fastai.collab import collab_learner
 from fastai.metrics import rmse
 from fastai.callback.schedule import *
-from collab_ext.core import local_ml100k, CollabWarning
-from collab_ext.data.load import load_movielens
+from collab_ext.core import CollabWarning
 from collab_ext.data.split import RandomRatingSplitter
 from collab_ext.data.loaders import FastCollabDataLoaders
 from collab_ext.fastloop import LeanLearner, PlainMSELossFlat
 from collab_ext.models import DotProductBias
 from collab_ext.learner import L2Penalty
 
-def fit(learn, *args, **kwargs):
-    "Fit quietly; return (seconds, final valid RMSE)"
-    t = time.perf_counter()
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(*args, **kwargs)
-    return time.perf_counter()-t, float(learn.recorder.values[-1][2])
+def fit(learn, epochs, lr, **kwargs):
+    "`fit_one_cycle` quietly; return (seconds, final valid RMSE)"
+    return quiet_fit(learn, epochs, lr, **kwargs), float(learn.recorder.values[-1][2])
 
 def recipe(r, seed=0, bs=2048, n_factors=50, epochs=10, lr=1e-2, reg=0.1):
     "collab_ext's recipe: fast loaders, big batches, per-row L2 in the loss instead of decoupled wd, short warm-up"
     torch.manual_seed(seed)
-    t = time.perf_counter()
-    dls = FastCollabDataLoaders.from_df(r[['user','item','rating','title']], splitter=RandomRatingSplitter(0.2, 42),
-                                        bs=bs, val_bs=20_000, seed=seed, unseen='keep')
-    t_dls = time.perf_counter()-t
+    t_dls,dls = timed(FastCollabDataLoaders.from_df, r[['user','item','rating','title']], splitter=RandomRatingSplitter(0.2, 42),
+                      bs=bs, val_bs=20_000, seed=seed, unseen='keep')
     learn = LeanLearner(dls, DotProductBias.from_dls(dls, n_factors, y_range=(0, 5.5)), loss_func=PlainMSELossFlat(), metrics=rmse,
                         cbs=L2Penalty(reg, rows='batch'))
     t_fit,err = fit(learn, epochs, lr, wd=0., pct_start=0.1)
@@ -49,7 +40,7 @@ def main(seeds=3, sample=200):
     rows = []
     # stock fastai, the chapter's run
     torch.manual_seed(0)
-    t = time.perf_counter(); dls = stock_dls(r, splits); t_dls = time.perf_counter()-t
+    t_dls,dls = timed(stock_dls, r, splits)
     learn = collab_learner(dls, n_factors=50, y_range=(0, 5.5), metrics=rmse)
     t_fit,err = fit(learn, 5, 5e-3, wd=0.1)    # stock fastai: its Learner and loop (importing collab_ext patches nothing)
     rows.append(('stock fastai: CollabDataLoaders bs=64, collab_learner(50), fit_one_cycle(5, 5e-3, wd=0.1)', 0, err, t_dls, t_fit))
@@ -74,13 +65,12 @@ def main(seeds=3, sample=200):
     # predict_ratings: every user x every item in one call vs learn.predict per row
     u_ids,i_ids = r.user.unique(), r.item.unique()
     grid = pd.DataFrame({'user': np.repeat(u_ids, len(i_ids)), 'item': np.tile(i_ids, len(u_ids))})
-    t = time.perf_counter(); preds = learn.predict_ratings(grid, unknown='na'); t_all = time.perf_counter()-t
+    t_all,preds = timed(learn.predict_ratings, grid, unknown='na')
     assert len(preds) == len(u_ids)*len(i_ids) == 943*1682
     va = r.iloc[splits[1]]
     va = va[va.item.isin(learn.dls.known_items())].sample(sample, random_state=0)
-    t = time.perf_counter()
-    with learn.no_bar(): singles = np.array([float(learn.predict(row)[0]) for _,row in va.iterrows()])
-    t_one = time.perf_counter()-t
+    with learn.no_bar(), Timer() as t: singles = np.array([float(learn.predict(row)[0]) for _,row in va.iterrows()])
+    t_one = t.secs
     np.testing.assert_allclose(singles, learn.predict_ratings(va[['user','item']]), rtol=1e-5, atol=1e-5)
     per_pair_batched, per_pair_single = t_all/len(grid), t_one/sample
     print(f"\npredict_ratings: {len(grid):,} pairs in {t_all:.2f}s ({per_pair_batched*1e6:.2f} us/pair); "

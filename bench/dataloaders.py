@@ -11,10 +11,10 @@ Also times collab_ext's fast recipe against stock fastai's whole chapter run and
     python bench/dataloaders.py            # full run (~5 min on a quiet 2-core machine)
     python bench/dataloaders.py --epochs 2 --repeats 1 # shorter
 """
-import argparse, time, warnings, json, os
+import argparse, warnings, json, os
 import pandas as pd, torch
 warnings.simplefilter('ignore')
-from harness import set_threads, ml100k, benchmark_split, stock_dls, fast_dls, iterate, surprise_svd
+from harness import set_threads, timed, Timer, quiet_fit, ml100k, benchmark_split, stock_dls, fast_dls, iterate, surprise_svd
 from fastai.collab import collab_learner
 from collab_ext.core import torch_gen
 from collab_ext.data.loaders import FastCollabDL
@@ -39,9 +39,8 @@ def fit(dls, epochs, lr, wd, loop='lean', seed=42):
     "Seconds of `fit_one_cycle` and the final validation RMSE, for `loop`'s learner (fastai's or collab_ext's) on `dls`"
     torch.manual_seed(seed)
     learn = LOOPS[loop](dls, n_factors=50, y_range=(0, 5.5))
-    with learn.no_bar(), learn.no_logging():
-        t = time.perf_counter(); learn.fit_one_cycle(epochs, lr, wd=wd); el = time.perf_counter() - t
-        mse = float(learn.validate()[0])
+    el = quiet_fit(learn, epochs, lr, wd=wd)
+    with learn.no_bar(), learn.no_logging(): mse = float(learn.validate()[0])
     return el, mse**0.5
 
 def bare_loop(dls, epochs=2, lr=5e-3, wd=0.1, seed=42):
@@ -51,23 +50,22 @@ def bare_loop(dls, epochs=2, lr=5e-3, wd=0.1, seed=42):
     m = collab_learner(dls, n_factors=50, y_range=(0, 5.5)).model
     opt, loss_func = Adam(list(m.parameters()), lr=lr, wd=wd), MSELossFlat()
     for _ in range(epochs):
-        t = time.perf_counter()
-        m.train()
-        for x, y in dls.train:
-            loss = loss_func(m(x), y); loss.backward(); opt.step(); opt.zero_grad()
-        m.eval()
-        with torch.no_grad():
-            for x, y in dls.valid: loss_func(m(x), y)
-        el = time.perf_counter() - t
-    return el
+        with Timer() as t:
+            m.train()
+            for x, y in dls.train:
+                loss = loss_func(m(x), y); loss.backward(); opt.step(); opt.zero_grad()
+            m.eval()
+            with torch.no_grad():
+                for x, y in dls.valid: loss_func(m(x), y)
+    return t.secs
 
 def main(epochs=5, recipe_epochs=8, repeats=2):
     r = ml100k().ratings[['user','item','rating']]
     splits = benchmark_split(r)
     rows, res = [], {}
     for bs in (64, 1024):
-        t = time.perf_counter(); sd = stock_dls(r, splits, bs); t_sd = time.perf_counter() - t
-        t = time.perf_counter(); fd = fast_dls(r, splits, bs); t_fd = time.perf_counter() - t
+        t_sd,sd = timed(stock_dls, r, splits, bs)
+        t_fd,fd = timed(fast_dls, r, splits, bs)
         s_it, f_it = iterate(sd.train), iterate(fd.train)
         n_b = len(fd.train) + len(fd.valid)
         floor = bare_loop(fd)
@@ -85,7 +83,7 @@ def main(epochs=5, recipe_epochs=8, repeats=2):
             res[bs, loop] = (s_el, s_rmse, f_el)
     _, ctl_rmse = fit(with_replacement(fast_dls(r, splits, 64)), epochs, 5e-3, 0.1, 'lean')
     df = pd.DataFrame(rows)
-    print(f"## Same collab_learner(n_factors=50, y_range=(0,5.5)) + fit_one_cycle({epochs}, 5e-3, wd=0.1) on both DataLoaders")
+    print(f"## Same model (collab_learner(n_factors=50, y_range=(0,5.5)) or fast_collab_learner, per loop) + fit_one_cycle({epochs}, 5e-3, wd=0.1) on both DataLoaders")
     print(df.round(4).to_string(index=False))
     print("(loop: fastai = fastai's collab_learner (Learner, MSELossFlat, Adam), lean = collab_ext's fast_collab_learner (LeanLearner, PlainMSELossFlat, lean_adam), on"
           " both sides of the pair; fast_ms_per_batch: a whole fast epoch per batch, train and validation;"
@@ -99,10 +97,10 @@ def main(epochs=5, recipe_epochs=8, repeats=2):
               f"collab_ext (fast loaders, fast_collab_learner): {res[bs,'fastai'][0]/res[bs,'lean'][2]:.2f}x "
               f"({'>=' if res[bs,'fastai'][0] >= 2*res[bs,'lean'][2] else 'UNDER'} 2x)")
     stock_total = res[64, 'fastai'][0]
-    t = time.perf_counter(); fd = fast_dls(r, splits, 1024); t_fd = time.perf_counter() - t
+    t_fd,fd = timed(fast_dls, r, splits, 1024)
     rec_el, rec_rmse = fit(fd, recipe_epochs, 3e-2, 1.0)   # collab_ext's learner
     svd_el, svd_rmse = surprise_svd(r, splits) or (float('nan'), float('nan'))
-    print(f"\n## Fast recipe: FastCollabDataLoaders(bs=1024) + collab_learner(n_factors=50, y_range=(0,5.5)) + fit_one_cycle({recipe_epochs}, 3e-2, wd=1.0)")
+    print(f"\n## Fast recipe: FastCollabDataLoaders(bs=1024) + fast_collab_learner(n_factors=50, y_range=(0,5.5)) + fit_one_cycle({recipe_epochs}, 3e-2, wd=1.0)")
     summary = pd.DataFrame([
         dict(run=f'stock fastai chapter recipe (bs=64, {epochs} epochs)', fit_s=stock_total, rmse=res[64,'fastai'][1], stock_time_over_this=1.0),
         dict(run=f'collab_ext fast recipe (DataLoaders built in {t_fd:.2f}s)', fit_s=rec_el, rmse=rec_rmse, stock_time_over_this=stock_total/rec_el),

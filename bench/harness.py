@@ -8,7 +8,7 @@ The benchmark split: ML-100k `u.data` in file order, `RandomRatingSplitter(0.2, 
 .permutation(100_000)`, first 80,000 rows train). Items only in the validation split are kept (`unseen='keep'`) and
 scored with the `#na#` embedding, on both sides of a comparison.
 """
-import os, sys, time, json, warnings
+import os, sys, time, json
 from pathlib import Path
 os.environ.setdefault('COLLAB_EXT_DATA', str(Path(__file__).resolve().parents[2]/'shared'/'data'))
 import numpy as np, pandas as pd, torch

@@ -12,6 +12,7 @@ from .models import *
 from .metrics.all import *
 from .learner import *
 from .interpret import *
+from .export import *
 from .ce.all import *
 from .rating.all import *
 from .ranking.all import *

@@ -22,7 +22,10 @@ class UsageError(Exception):
 
 def check_options(model='dot', epochs=8, bs=1024, lr=3e-2, wd=1.0, n_factors=50, valid_pct=0.2, threads=1, **_):
     "Raise `UsageError` for the first option out of range (before any data is read)"
-    if model not in ('dot','nn'): raise UsageError(f"--model {model!r}: use 'dot' (EmbeddingDotBias) or 'nn' (EmbeddingNN)")
+    if model not in ('dot','nn'):
+        from collab_ext.rating.learner import RATING_MODELS     # the accuracy recipes (issue 14), imported only when named
+        if model not in RATING_MODELS: raise UsageError(f"--model {model!r}: use 'dot' (EmbeddingDotBias), 'nn' (EmbeddingNN) "
+                                                        f"or a collab_ext.rating recipe: {', '.join(RATING_MODELS)}")
     for name,v in (('epochs',epochs),('bs',bs),('n-factors',n_factors),('threads',threads)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise UsageError(f"--{name} {v!r}: give a whole number, at least 1")
     if not lr > 0: raise UsageError(f"--lr {lr!r}: the learning rate must be above 0")
@@ -59,10 +62,6 @@ def _sep(line:str) -> str:
     "The separator that splits `line`: `::`, tab, comma, `|` or `;`, else whitespace"
     return next((s for s in ('::', '\t', ',', '|', ';') if s in line), r'\s+')
 
-def _is_num(s:str) -> bool:
-    try: float(s); return True
-    except ValueError: return False
-
 def _pick(role:str, given, names:list, header:bool, fn:Path):
     "The column of `role`: the one `given` (a name, or a position from 0), else found by name (header) or position (none)"
     if given is not None:
@@ -85,7 +84,7 @@ def read_ratings_file(fn, user_col=None, item_col=None, rating_col=None):
     with open(fn, encoding='utf-8', errors='replace') as f: first = f.readline().rstrip('\r\n')
     if not first.strip(): raise UsageError(f"{fn}: the first line is empty; expected a header or a rating")
     sep = _sep(first)
-    header = not any(_is_num(t) for t in (first.split() if sep == r'\s+' else first.split(sep)))
+    header = pd.to_numeric(pd.Series(first.split() if sep == r'\s+' else first.split(sep)), errors='coerce').isna().all()   # no number: names
     try: df = pd.read_csv(fn, sep=sep, header=0 if header else None, engine='c' if len(sep) == 1 else 'python', encoding_errors='replace')
     except (pd.errors.ParserError, ValueError) as e: raise UsageError(f"{fn}: not a table ({str(e).strip().splitlines()[0]})") from None
     names = list(df.columns)
@@ -114,7 +113,9 @@ def load_ratings(kind:str, path:Path=None, user_col=None, item_col=None, rating_
     if kind == 'download':
         from collab_ext.data.load import load_movielens
         try: ml = load_movielens(None)
-        except CollabDataError as e: print(f"{e}\nNo --data given and no download possible: using the synthetic set.", flush=True)
+        except CollabDataError as e:
+            print(f"{str(e).split(';')[0]}: no --data given, so training on the built-in synthetic set "
+                  "(pass --data FOLDER_OR_FILE, or set $COLLAB_EXT_DATA).", flush=True)
         else: return ml.ratings, f"MovieLens-100k downloaded by fastai ({ml.path})"
         kind = 'synthetic'
     if kind == 'synthetic':
@@ -145,11 +146,18 @@ def describe_data(ratings, what:str, valid_pct:float=0.2, seed:int=42) -> str:
             f"  validation rows with a user or item unseen in training: {rep.n_rows:,} (users {rep[1]:,}, items {rep[2]:,}; scored as '#na#')")
 
 # %% ../nbs/90_cli.ipynb #2c2daebd
+def _fit_rating_recipe(dls, model:str, seed:int):
+    "A `collab_ext.rating` recipe (its own members, epochs and learning rates) fitted on `dls`; single process only"
+    from fastai.torch_core import num_distrib
+    from collab_ext.rating.learner import fit_rating_model
+    if num_distrib() > 1: raise UsageError(f"--model {model}: the collab_ext.rating recipes train in one process; use 'dot' or 'nn' under torchrun")
+    return fit_rating_model(dls, model, seed=seed)
+
 def train_learner(ratings, model:str='dot', epochs:int=8, bs:int=1024, lr:float=3e-2, wd:float=1.0,
                   n_factors:int=50, seed:int=42, valid_pct:float=0.2, bar:bool=None):
-    "A fastai `Learner` fitted on `ratings` with the package's fast recipe (FastCollabDataLoaders + `collab_learner`); DDP when launched"
+    "A fastai `Learner` fitted on `ratings` with the package's fast recipe (FastCollabDataLoaders + fastai's `collab_learner` model in a `LeanLearner`); DDP when launched"
     import torch
-    from fastai.collab import collab_learner
+    from collab_ext.fastloop import fast_collab_learner
     from fastai.metrics import AccumMetric, rmse
     from fastcore.basics import noop
     from fastai.torch_core import num_distrib, rank_distrib
@@ -161,8 +169,9 @@ def train_learner(ratings, model:str='dot', epochs:int=8, bs:int=1024, lr:float=
     cols = [c for c in ('user','item','rating','timestamp','title') if c in ratings.columns]
     dls = FastCollabDataLoaders.from_df(ratings[cols], user_name='user', item_name='item', rating_name='rating', bs=bs, seed=seed,
                                         splitter=RandomRatingSplitter(valid_pct, seed), unseen='keep')
+    if model not in ('dot','nn'): return _fit_rating_recipe(dls, model, seed)
     y_range = (0., float(ratings.rating.max())*1.1)
-    learn = collab_learner(dls, n_factors=n_factors, use_nn=model=='nn', y_range=y_range, metrics=AccumMetric(rmse.func, name='rmse'))
+    learn = fast_collab_learner(dls, n_factors=n_factors, use_nn=model=='nn', y_range=y_range, metrics=AccumMetric(rmse.func, name='rmse'))
     ctx = contextlib.nullcontext()
     if num_distrib() > 1:                                       # launched by torchrun / accelerate: data-parallel
         try: from collab_ext.distributed import maybe_distrib_ctx
@@ -200,7 +209,9 @@ def train(data:str=None, model:str='dot', epochs:int=8, bs:int=1024, lr:float=3e
     rank0 = rank_distrib() == 0
     if rank0:
         print(describe_data(ratings, what, valid_pct, seed))
-        print(f"  model: {model}, {n_factors} factors; fit_one_cycle({epochs}, lr={lr}, wd={wd}), bs={bs}, {threads} torch thread(s)", flush=True)
+        fit = (f"{n_factors} factors; fit_one_cycle({epochs}, lr={lr}, wd={wd})" if model in ('dot','nn')
+               else "collab_ext.rating recipe (its own epochs and learning rates)")
+        print(f"  model: {model}, {fit}, bs={bs}, {threads} torch thread(s)", flush=True)
     learn = train_learner(ratings, model, epochs, bs, lr, wd, n_factors, seed, valid_pct, bar)
     with learn.no_bar(): rmse_v = float(learn.validate()[1])
     if not rank0: return rmse_v
@@ -225,27 +236,10 @@ def _as_vocab_type(user:str, vocab):
 
 # %% ../nbs/90_cli.ipynb #39b2c4a9
 def _load_model(model:Path, trust_pickle:bool=False):
-    "A learner from a model folder / model.json (pickle-free), or a .pkl: its pickle-free siblings, else the pickle if trusted"
-    if not model.exists(): raise UsageError(f"--model {model}: no such file or folder (train one with `collab_ext train --out DIR`)")
-    if model.is_dir() and not (model/'model.json').exists():
-        pkl = model/'model.pkl'
-        if not (pkl.exists() and trust_pickle): raise UsageError(f"--model {model}: no model.json in this folder (give the folder `collab_ext train --out` wrote)")
-        model = pkl
-    if model.is_file() and model.suffix not in ('.json', '.pkl'):
-        raise UsageError(f"--model {model}: not a model (give the folder `collab_ext train --out` wrote, its model.json, or an exported .pkl)")
-    if model.is_dir() or model.suffix == '.json' or ((model.parent/'model.json').exists() and not trust_pickle):
-        from collab_ext.export import load_collab
-        return load_collab(model)
-    if not trust_pickle: raise UsageError(f"--model {model} is a pickle: loading it runs code from the file. Pass --trust-pickle if you "
-                                          "trust it, or save the model with `learn.save_collab(folder)` and pass the folder")
-    import pickle, warnings
-    from fastai.learner import load_learner
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='.*load_learner.*')      # trusted on purpose: no warning on every call
-            return load_learner(model, cpu=True)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as e:
-        raise UsageError(f"--model {model}: not a readable fastai export ({type(e).__name__}: {e})") from None
+    "The learner `--model` names, through `collab_ext.export.load_model` (pickle-free unless `--trust-pickle`)"
+    from collab_ext.export import load_model
+    import collab_ext.rating.models  # noqa: F401  (registers RatingBlend with the pickle-free loader)
+    return load_model(model, trust_pickle)
 
 # %% ../nbs/90_cli.ipynb #c1100015
 def _recommend_unknown(learn, user, n:int):
@@ -299,10 +293,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='cmd', metavar='{train,recommend}', parser_class=_Parser)
     t = sub.add_parser('train', help='fit a model on ratings and save it', description=train.__doc__)
     _opt(t, 'data', "ratings file (CSV/TSV) or MovieLens folder; 'synthetic' for the built-in set (default: ml-100k under $COLLAB_EXT_DATA, else a download)")
-    _opt(t, 'user-col', 'user column of a ratings file: a name, or a position from 0 without a header row')
-    _opt(t, 'item-col', 'item column of a ratings file (name or position)')
-    _opt(t, 'rating-col', 'rating column of a ratings file (name or position)')
-    _opt(t, 'model', "'dot' (EmbeddingDotBias) or 'nn' (EmbeddingNN)", default=RECIPE['model'])
+    for role in ('user', 'item', 'rating'):
+        _opt(t, f'{role}-col', f'{role} column of a ratings file: a name, or a position from 0 without a header row')
+    _opt(t, 'model', "'dot' (EmbeddingDotBias), 'nn' (EmbeddingNN), or a collab_ext.rating recipe: 'blend' (the most accurate), "
+                     "'autorec', 'ordinal', ... (collab_ext.rating.learner.RATING_MODELS)", default=RECIPE['model'])
     _opt(t, 'epochs', 'epochs of fit_one_cycle', type=int, default=RECIPE['epochs'])
     _opt(t, 'bs', 'batch size (per process under torchrun)', type=int, default=RECIPE['bs'])
     _opt(t, 'lr', 'maximum learning rate', type=float, default=RECIPE['lr'])

@@ -13,8 +13,8 @@ from fastcore.all import *
 
 # %% auto #0
 __all__ = ['CollabDataError', 'CollabWarning', 'show_some', 'close_matches', 'check_columns', 'needs_package', 'guarded_reduce',
-           'check_int', 'check_pct', 'check_choice', 'as_np', 'snap_to_levels', 'data_dir', 'local_ml100k', 'make_rng',
-           'torch_gen', 'MovieLensData', 'peak_memory', 'moved_module']
+           'guarded_copy', 'check_int', 'check_pct', 'check_choice', 'as_np', 'snap_to_levels', 'data_dir',
+           'local_ml100k', 'make_rng', 'torch_gen', 'MovieLensData', 'peak_memory', 'moved_module']
 
 # %% ../nbs/00_core.ipynb #fd8a9e19
 class CollabDataError(ValueError):
@@ -39,7 +39,8 @@ def _is_number(x) -> bool:
 
 def close_matches(x, options, n:int=3) -> list:
     "Up to `n` entries of `options` that look like `x` (for 'did you mean' messages); none for numbers, whose look-alikes mean nothing"
-    if _is_number(x): return []
+    if _is_number(x):                 # only the same number given as text ('19' for the id 19) is worth suggesting
+        return [o for o in options if isinstance(x, str) and not isinstance(o, str) and _is_number(o) and float(o) == float(x)][:1]
     opts = [str(o) for o in options if not _is_number(o)]
     return difflib.get_close_matches(str(x), opts, n=n, cutoff=0.6)
 
@@ -72,6 +73,12 @@ def guarded_reduce(self, protocol):
     "A `__reduce_ex__` pickling `self` as usual, but behind `needs_package`: the check runs before `self`'s class is imported"
     state = self.__getstate__() if hasattr(self, '__getstate__') else self.__dict__
     return copyreg._reconstructor, (needs_package(type(self)), object, None), state
+
+def guarded_copy(self):
+    "The `__copy__` to pair with `guarded_reduce` (`copy.copy` would otherwise call the wrapped class): a shallow copy"
+    res = object.__new__(type(self))
+    res.__dict__.update(self.__dict__)
+    return res
 
 # %% ../nbs/00_core.ipynb #6ede89c0
 def check_int(v, name:str, what:str, min:int=1):

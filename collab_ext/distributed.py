@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import Tensor
 from fastcore.all import *
 from fastai.torch_core import to_detach, to_device, apply, rank_distrib, num_distrib
-from .core import *
+from .core import CollabDataError
 from .data.loaders import FastCollabDL
 
 # %% auto #0
@@ -195,8 +195,7 @@ def close_distrib(barrier:bool=True):
     except RuntimeError: pass                                   # another rank is gone: nothing left to wait for
     dist.destroy_process_group()
 
-_failed = []
-def _excepthook(*exc, _hook=sys.excepthook): _failed.append(exc[0]); _hook(*exc)    # leaving on an exception: no barrier
+_failed = []       # set when the process leaves through an exception: its teardown skips the barrier
 
 def init_distrib(timeout:float=DEFAULT_TIMEOUT, join_timeout:float=600) -> bool:
     "Create the default process group from the launcher's env (NCCL with a GPU, else gloo): collectives fail after `timeout` s; True if created"
@@ -206,7 +205,8 @@ def init_distrib(timeout:float=DEFAULT_TIMEOUT, join_timeout:float=600) -> bool:
     td = lambda s: datetime.timedelta(seconds=s)
     dist.init_process_group('nccl' if cuda else 'gloo', init_method='env://', timeout=td(max(timeout, join_timeout)))
     if timeout < join_timeout: set_distrib_timeout(timeout)   # joining may take a while (imports, data); collectives should not
-    sys.excepthook = _excepthook
+    hook = sys.excepthook                                      # torch's: prints the traceback with this rank's prefix
+    sys.excepthook = lambda *exc: (_failed.append(exc[0]), hook(*exc))
     atexit.register(lambda: close_distrib(barrier=not _failed))
     return True
 

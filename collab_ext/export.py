@@ -6,13 +6,14 @@ Docs: https://collab-ext.github.io/collab_ext/export.html.md"""
 
 # %% ../nbs/32_export.ipynb #f347117e
 from __future__ import annotations
-import os, json, hashlib, tempfile, warnings, contextlib
+import os, json, hashlib, tempfile, warnings, contextlib, inspect, functools, pickle
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.all import *
 from fastai.torch_core import rank_distrib
-from fastai.learner import Learner
+from fastai.learner import Learner, load_learner
+from .fastloop import LeanLearner
 from fastai.losses import MSELossFlat, CrossEntropyLossFlat
 from fastai.data.transforms import CategoryMap
 from fastai.collab import EmbeddingDotBias, EmbeddingNN
@@ -26,7 +27,7 @@ from .ce.data import CollabCETensors, CollabCEDL, CollabCEDataLoaders
 from .learner import *   # dls.seen_index()
 
 # %% auto #0
-__all__ = ['atomic_path', 'register_collab_model', 'load_collab']
+__all__ = ['atomic_path', 'register_collab_model', 'load_collab', 'load_model']
 
 # %% ../nbs/32_export.ipynb #9d133a0c
 def _fsync_dir(folder):
@@ -62,6 +63,15 @@ def atomic_path(path):
     _fsync_dir(path.parent)
 
 # %% ../nbs/32_export.ipynb #b8d6d6e5
+def _uses_collab_ext(learn) -> bool:
+    "Whether pickling `learn` refers to collab_ext: its class, loaders, datasets, model modules, loss, optimiser, callbacks or metrics"
+    objs = [learn, learn.dls, learn.dls.train_ds, learn.loss_func, learn.opt_func, *learn.model.modules(), *learn.cbs,
+            *learn.metrics, *[getattr(m, 'func', None) for m in learn.metrics]]
+    def _module(o):
+        if isinstance(o, functools.partial): o = o.func
+        return str(getattr(o, '__module__', '') if inspect.isfunction(o) or inspect.isclass(o) else type(o).__module__)
+    return any(_module(o).startswith('collab_ext') for o in objs if o is not None)
+
 @patch
 def export_safe(self:Learner, fname='export.pkl', pickle_module=None, pickle_protocol:int=2) -> Path:
     "fastai's `export` (loadable with `load_learner`) written atomically, leaving the learner as it was even when it fails"
@@ -73,12 +83,11 @@ def export_safe(self:Learner, fname='export.pkl', pickle_module=None, pickle_pro
     old = dict(self.__dict__)
     try:
         self.dls,self.opt = self.dls.new_empty(),None
-        state = dict(self.__dict__)
-        self.__dict__.clear()
-        self.__dict__.update(_saved_by=needs_package('collab_ext'), **state)   # the check is unpickled before anything else
+        obj = needs_package(self) if _uses_collab_ext(self) else self   # the check is unpickled before any class, the learner's own too
         with atomic_path(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            torch.save(self, tmp, pickle_module=pickle_module or cloudpickle, pickle_protocol=pickle_protocol)
+            with open(tmp, 'wb') as f:           # a file object: torch names the archive 'archive', not after the temp file
+                torch.save(obj, f, pickle_module=pickle_module or cloudpickle, pickle_protocol=pickle_protocol)
     finally:
         self.__dict__.clear(); self.__dict__.update(old)
     return path
@@ -201,7 +210,7 @@ def save_collab(self:Learner, folder, seen:bool=True) -> Path:
     if seen:
         items,starts = dls.seen_index()
         tensors['seen.items'],tensors['seen.starts'] = torch.as_tensor(np.asarray(items, np.int32)),torch.as_tensor(np.asarray(starts, np.int64))
-    with atomic_path(folder/'weights.pt') as tmp: torch.save(tensors, tmp)
+    with atomic_path(folder/'weights.pt') as tmp, open(tmp, 'wb') as f: torch.save(tensors, f)   # same tensors, same bytes
     titles = getattr(dls, 'titles', None)
     lv = getattr(dls, 'levels', None)
     meta = {'format': 'collab_ext.model', 'version': 1, 'model': entry, 'loss': _loss_kind(self),
@@ -250,6 +259,26 @@ def load_collab(path, bs:int=65536) -> Learner:
     dls = dls_cls(*(dl_cls(ds, bs=bs) for _ in range(2)), path=folder, device='cpu')
     model = _build_model(meta['model'])
     model.load_state_dict({k[6:]: v for k,v in t.items() if k.startswith('model.')})
-    learn = Learner(dls, model.eval(), loss_func=_losses[meta['loss']](), path=folder)
+    learn = LeanLearner(dls, model.eval(), loss_func=_losses[meta['loss']](), path=folder)
     learn.collab_meta = meta
     return learn
+
+# %% ../nbs/32_export.ipynb #50a9ada7
+def load_model(path, trust_pickle:bool=False) -> Learner:
+    "A learner from a `save_collab` folder or its model.json (no code run), or from a fastai export `.pkl` only if `trust_pickle`"
+    path = Path(path).expanduser()
+    if not path.exists(): raise CollabDataError(f"{path}: no such file or folder (train one with `collab_ext train --out DIR`)")
+    if path.is_dir() and not (path/'model.json').exists():
+        if not ((path/'model.pkl').exists() and trust_pickle): raise CollabDataError(f"{path}: no model.json in this folder (give a folder `save_collab` wrote)")
+        path = path/'model.pkl'
+    if path.is_file() and path.suffix not in ('.json', '.pkl'):
+        raise CollabDataError(f"{path}: not a model (give a folder `save_collab` wrote, its model.json, or an exported .pkl)")
+    if path.is_dir() or path.suffix == '.json' or ((path.parent/'model.json').exists() and not trust_pickle): return load_collab(path)
+    if not trust_pickle: raise CollabDataError(f"{path} is a pickle: loading it runs code from the file. Pass trust_pickle=True (--trust-pickle) "
+                                               "if you trust it, or save the model with `learn.save_collab(folder)` and load the folder")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='.*load_learner.*')      # trusted on purpose: no warning on every call
+            return load_learner(path, cpu=True)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as e:
+        raise CollabDataError(f"{path}: not a readable fastai export ({type(e).__name__}: {e})") from None

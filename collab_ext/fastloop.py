@@ -6,7 +6,7 @@ Docs: https://collab-ext.github.io/collab_ext/fastloop.html.md"""
 
 # %% ../nbs/06_fastloop.ipynb #7e79cceb
 from __future__ import annotations
-import os, inspect, hashlib, warnings, weakref
+import os, inspect, hashlib, warnings
 from contextvars import ContextVar
 from contextlib import contextmanager
 import numpy as np, torch
@@ -85,7 +85,11 @@ def _lean(piece:str) -> bool:
 
 # %% ../nbs/06_fastloop.ipynb #6634624b
 _NO_DICT = {}
-_PHASES = weakref.WeakKeyDictionary()   # learner -> (its callbacks, {event: plan}, {(class, name): hasattr}) for one phase
+
+class _Phase:
+    "A learner's callbacks, `{event: plan}` and `{(class, name): hasattr}` for one phase; kept on the learner, so it goes with it"
+    def __init__(self): self.cbs,self.plans,self.seen = None,{},{}
+    def __reduce__(self): return (_Phase, ())   # a copy or an export starts empty: its callbacks are other objects
 
 def _cls_has(seen:dict, t:type, name:str) -> bool:
     "`hasattr(t, name)`, asked once per phase"
@@ -100,12 +104,13 @@ def _skippable(t:type, name:str, seen:dict) -> bool:
 
 def _dispatch_plan(learn, event_name):
     "The callbacks in `order`, each with whether its class could let it be left out of `event_name`; rebuilt per phase"
-    cbs = tuple(learn.cbs)
-    ph = _PHASES.get(learn)
-    if ph is None or event_name not in _inner_loop or ph[0] != cbs: ph = _PHASES[learn] = (cbs, {}, {})
-    plan = ph[1].get(event_name)
-    if plan is None: plan = ph[1][event_name] = [(cb, _skippable(type(cb), event_name, ph[2])) for cb in sorted(cbs, key=_cb_order)]
-    return plan, ph[2]
+    cbs,d = tuple(learn.cbs),learn.__dict__
+    ph = d.get('_lean_phase')
+    if ph is None: ph = d['_lean_phase'] = _Phase()
+    if event_name not in _inner_loop or ph.cbs != cbs: ph.cbs,ph.plans,ph.seen = cbs,{},{}
+    plan = ph.plans.get(event_name)
+    if plan is None: plan = ph.plans[event_name] = [(cb, _skippable(type(cb), event_name, ph.seen)) for cb in sorted(cbs, key=_cb_order)]
+    return plan, ph.seen
 
 def _learner_finds(learn, name:str, seen:dict) -> bool:
     "Whether `getattr(learn, name)` could find something: on `learn`, or on its model through fastcore's `GetAttr`"

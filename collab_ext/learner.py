@@ -18,10 +18,11 @@ from fastai.data.core import DataLoaders
 from .data.core import encode_ids
 from .data.levels import expected_rating
 from .data.loaders import FastCollabDataLoaders, collab_names, train_codes
+from .metrics.ranking import catalog_scores, catalog_outputs
 from .models import *
 
 # %% auto #0
-__all__ = ['L2Penalty', 'ConsoleTable']
+__all__ = ['rank_scores', 'L2Penalty', 'ConsoleTable']
 
 # %% ../nbs/30_learner.ipynb #9c1e4ad9
 def _vocab_ids(vocab) -> np.ndarray:
@@ -98,16 +99,40 @@ def predict_ratings(self:Learner, df:pd.DataFrame, unknown:str='warn', bs:int=65
     if not outs: return np.zeros(0, np.float32)
     return _to_ratings(torch.cat(outs), getattr(self.dls, 'levels', None))
 
+# %% ../nbs/30_learner.ipynb #88760b2f
+def _level_probs(learn, user_codes:Tensor) -> Tensor:
+    "Per-level probabilities (users, items, levels) of a CE/ordinal learner for every item"
+    act = getattr(learn.loss_func, 'activation', None)
+    out = catalog_outputs(learn, user_codes)
+    if out.ndim != 3: raise CollabDataError(f"ranking by P(liked) needs a model with one output per rating level; {type(learn.model).__name__} gives one score")
+    n_u,n_i,K = out.shape
+    probs = act(out.reshape(-1, K)) if act is not None else out.reshape(-1, K).softmax(1)
+    return probs.reshape(n_u, n_i, -1)
+
+def rank_scores(learn:Learner, user_codes, by:str='score', liked:float=None) -> Tensor:
+    "Catalog scores (users, items) to rank by: the model's own score or rating (`by='score'`), or P(rating >= `liked`) (`by='liked'`)"
+    u = torch.as_tensor(np.asarray(user_codes)).long()
+    if by == 'score': return catalog_scores(learn, u)
+    if by != 'liked': raise CollabDataError(f"by must be 'score' or 'liked', got {by!r}")
+    levels = getattr(learn.dls, 'levels', None)
+    if levels is None: raise CollabDataError("by='liked' needs a CE or ordinal learner (dls with rating levels)")
+    if liked is None: raise CollabDataError(f"by='liked' needs the liked threshold, one of the levels {list(levels)}")
+    keep = torch.as_tensor(np.asarray(levels) >= liked)
+    if not keep.any(): raise CollabDataError(f"liked={liked} is above every rating level {list(levels)}")
+    s = _level_probs(learn, u)[..., keep].sum(-1)
+    return s.index_fill(1, torch.zeros(1, dtype=torch.long), float('-inf'))
+
 # %% ../nbs/30_learner.ipynb #be229195
 def _pred_name(dls): return f"{collab_names(dls)[2]}_pred"
 
 @patch
-def recommend(self:Learner, user, n:int=10, exclude_seen:bool=True) -> pd.DataFrame:
-    "Top `n` items for `user` by predicted rating (with titles when known), leaving out what they rated in training"
+def recommend(self:Learner, user, n:int=10, exclude_seen:bool=True, by:str='rating', liked:float=None) -> pd.DataFrame:
+    "Top `n` items for `user` by predicted rating, or by P(rating >= `liked`) for CE/ordinal models (`by='liked'`), leaving out what they rated in training"
     if is_listy(user) or isinstance(user, (pd.Series, pd.Index, np.ndarray)):
         raise CollabDataError(f"recommend takes one user, got a {type(user).__name__} of {len(user)}: "
                               "call it once per user, e.g. `pd.concat({u: learn.recommend(u) for u in users})`")
     check_int(n, 'n', 'recommend')
+    if by not in ('rating','liked'): raise CollabDataError(f"by must be 'rating' or 'liked' (P(rating >= liked), CE/ordinal models), got {by!r}")
     dls = self.dls
     u_name,i_name,_ = collab_names(dls)
     known = user != '#na#' and user in dls.classes[u_name].o2i
@@ -120,12 +145,15 @@ def recommend(self:Learner, user, n:int=10, exclude_seen:bool=True) -> pd.DataFr
         n = len(cands)
     frame = pd.DataFrame({u_name: [user]*len(cands), i_name: cands})
     unknown = 'na' if new_user or hasattr(dls, 'catalog_items') else 'error'   # side-feature models score ids they have no embedding for
-    preds = self.predict_ratings(frame, unknown=unknown) if len(cands) else np.zeros(0, np.float32)
+    if by == 'liked' and len(cands):
+        s = rank_scores(self, [dls.user_code(user)], by='liked', liked=liked)[0]
+        preds = to_np(s)[encode_ids(cands, dls.classes[i_name], i_name)]
+    else: preds = self.predict_ratings(frame, unknown=unknown) if len(cands) else np.zeros(0, np.float32)
     top = np.argsort(-preds, kind='stable')[:n]
     res = pd.DataFrame({i_name: cands[top]})
     titles = dls.titles
     if titles is not None: res['title'] = titles.reindex(res[i_name]).to_numpy()
-    res[_pred_name(dls)] = preds[top]
+    res['p_liked' if by == 'liked' else _pred_name(dls)] = preds[top]
     return res
 
 # %% ../nbs/30_learner.ipynb #66c209fe

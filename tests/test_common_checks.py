@@ -22,6 +22,8 @@ from collab_ext.ce.learner import collab_ce_learner
 from collab_ext.fastloop import fast_collab_learner
 from collab_ext.tabular.data import TabularCollabDataLoaders, movielens_tables
 from collab_ext.tabular.learner import tabular_collab_learner
+from collab_ext.data.implicit import ImplicitDataLoaders
+from collab_ext.ranking.learner import implicit_learner, ease_learner
 import collab_ext.learner, collab_ext.export  # noqa: F401  (predict_ratings, recommend, export_safe, save_collab)
 
 N_ROWS = 3000          # the first rows of the real ML-100k: every check stays fast
@@ -33,6 +35,8 @@ def mse_dls(df, **kw): return FastCollabDataLoaders.from_df(df, **_kw(kw))
 def ce_dls(df, **kw): return CollabCEDataLoaders.from_df(df, **_kw(kw))
 
 _TABLES = {}
+def imp_dls(df, **kw): return ImplicitDataLoaders.from_df(df, **_kw(kw))
+
 def tab_dls(df, **kw):
     "Tabular loaders with ML-100k's user and item tables (ages, occupations, genres, years)"
     if not _TABLES:
@@ -48,7 +52,12 @@ class Entry:
     dls: callable
     learner: callable
     skip: tuple = ()          # checks that do not apply
+    xfail: dict = field(default_factory=dict)   # check -> reason: known failures, reported to the owner
     def __repr__(self): return self.name
+    def check(self, name):
+        "Skip or xfail check `name` for this learner when its entry says so"
+        if name in self.skip: pytest.skip(f'{self.name}: {name} does not apply')
+        if name in self.xfail: pytest.xfail(f'{self.name}: {self.xfail[name]}')
 
 ENTRIES = [
     Entry('fastai collab_learner (EmbeddingDotBias)', mse_dls, lambda d: collab_learner(d, n_factors=4, y_range=(0, 5.5))),
@@ -61,6 +70,10 @@ ENTRIES = [
     Entry('collab_ce_learner (CE NN)', ce_dls, lambda d: collab_ce_learner(d, use_nn=True, layers=[8])),
     Entry('collab_ce_learner (ordinal)', ce_dls, lambda d: collab_ce_learner(d, n_factors=4, loss='ordinal')),
     Entry('tabular_collab_learner', tab_dls, lambda d: tabular_collab_learner(d, n_factors=4, layers=[8]), skip=('save_collab',)),
+    Entry('implicit_learner (BPR)', imp_dls, lambda d: implicit_learner(d, n_factors=4), skip=('save_collab',)),
+    Entry('ease_learner', imp_dls, lambda d: ease_learner(d, lam=50.), skip=('save_collab', 'fit_on_one_batch'),   # closed form: no steps
+          xfail={c: 'NaN scores when a user has no training row or the data has one user (H4)'
+                 for c in ('tiny_frames[one user]', 'unseen_options[warn]', 'unseen_options[keep]')}),
 ]
 ids = [e.name for e in ENTRIES]
 every = pytest.mark.parametrize('e', ENTRIES, ids=ids)
@@ -98,11 +111,13 @@ def clear_or_works(e, df, **kw):
 # ---------------------------------------------------------------- bad frames
 @every
 def test_empty_frame(e, small):
+    e.check('empty_frame')
     with pytest.raises(CollabDataError, match='empty'): quiet(e.dls, small.iloc[:0])
 
 @every
 @pytest.mark.parametrize('case', ['one row', 'one user', 'one item'])
 def test_tiny_frames(e, small, case):
+    e.check(f'tiny_frames[{case}]')
     df = {'one row': small.iloc[:1], 'one user': small[small.user == small.user.iloc[0]],
           'one item': small[small.item == small.item.value_counts().index[0]]}[case]
     clear_or_works(e, df.reset_index(drop=True))
@@ -112,6 +127,7 @@ BAD_RATINGS = {'NaN': np.nan, 'inf': np.inf, 'None': None, 'text': 'five', 'garb
 @every
 @pytest.mark.parametrize('bad', list(BAD_RATINGS))
 def test_bad_ratings(e, small, bad):
+    e.check(f'bad_ratings[{bad}]')
     df = small.copy()
     df['rating'] = df.rating.astype(object)
     df.at[5, 'rating'] = BAD_RATINGS[bad]
@@ -120,6 +136,7 @@ def test_bad_ratings(e, small, bad):
 @every
 @pytest.mark.parametrize('bad', ['mixed types', 'NaN id'])
 def test_bad_ids(e, small, bad):
+    e.check(f'bad_ids[{bad}]')
     df = small.copy()
     df['user'] = df.user.astype(object)
     df.at[7, 'user'] = 'u7' if bad == 'mixed types' else np.nan
@@ -127,6 +144,7 @@ def test_bad_ids(e, small, bad):
 
 @every
 def test_duplicates_deduplicated_with_warning(e, small):
+    e.check('duplicates')
     df = pd.concat([small, small.iloc[:10].assign(rating=1.0)], ignore_index=True)
     with pytest.warns(CollabWarning, match='duplicated'): dls = e.dls(df, **_kw({}))
     assert len(dls.train_ds) + len(dls.valid_ds) == len(small)
@@ -135,6 +153,7 @@ def test_duplicates_deduplicated_with_warning(e, small):
 @every
 @pytest.mark.parametrize('how', ['warn', 'keep', 'drop', 'move', 'error'])
 def test_unseen_options(e, small, how):
+    e.check(f'unseen_options[{how}]')
     spl = ColdUserSplitter(0.2, seed=1)
     if how == 'error':
         with pytest.raises(CollabDataError, match='absent from training'): quiet(e.dls, small, splitter=spl, unseen=how)
@@ -152,6 +171,7 @@ def test_unseen_options(e, small, how):
 
 @every
 def test_predict_unknown_ids(e, small):
+    e.check('predict_unknown_ids')
     learn = build(e, small)
     new = pd.DataFrame({'user': [small.user.iloc[0], 99_999], 'item': [small.item.iloc[0]]*2})
     with pytest.raises(KeyError, match='99999'): quiet(learn.predict_ratings, new, unknown='error')   # the default warns and scores '#na#'
@@ -160,6 +180,7 @@ def test_predict_unknown_ids(e, small):
 # ---------------------------------------------------------------- the caller's data, fitting, seeds
 @every
 def test_no_mutation_of_caller_frame(e, small):
+    e.check('no_mutation')
     df = small.copy(); before = df.copy()
     learn = build(e, df)
     quiet(fit, learn)
@@ -169,6 +190,7 @@ def test_no_mutation_of_caller_frame(e, small):
 
 @every
 def test_fit_on_one_batch(e, small):
+    e.check('fit_on_one_batch')
     df = small.iloc[:400]
     learn = build(e, df, bs=1024)
     assert len(learn.dls.train) == 1
@@ -179,12 +201,14 @@ def test_fit_on_one_batch(e, small):
 
 @every
 def test_same_seed_same_weights(e, small):
+    e.check('same_seed')
     a,b = [quiet(fit, build(e, small)) for _ in range(2)]
     sa,sb = a.model.state_dict(),b.model.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 @every
 def test_argument_checks(e, small):
+    e.check('argument_checks')
     learn = build(e, small)
     q = small[['user','item']].iloc[:20]
     for kw in (dict(bs=0), dict(bs=-5), dict(unknown='bogus')):
@@ -222,12 +246,13 @@ def exported(small, tmp_path_factory):
         try:
             learn = quiet(fit, build(e, small))
             ref[e.name] = quiet(learn.predict_ratings, q, unknown='na')
-            for how in ('export_safe', 'save_collab'):
-                if how in e.skip: continue
-                p = d/f'{k}_{how}'; p.mkdir()
-                path = learn.export_safe(p/'model.pkl') if how == 'export_safe' else learn.save_collab(p)
-                jobs.append(dict(key=f'{e.name}|{how}', how=how, path=str(path), pairs=str(d/'pairs.pkl'), out=str(p/'pred.npy')))
-        except Exception as err: failed[e.name] = f'{type(err).__name__}: {err}'     # fails that entry's tests only
+        except Exception as err: failed[e.name] = f'{type(err).__name__}: {err}'; continue     # fails that entry's tests only
+        for how in ('export_safe', 'save_collab'):
+            if how in e.skip: continue
+            p = d/f'{k}_{how}'; p.mkdir()
+            try: path = learn.export_safe(p/'model.pkl') if how == 'export_safe' else learn.save_collab(p)
+            except Exception as err: failed[f'{e.name}|{how}'] = f'{type(err).__name__}: {err}'; continue
+            jobs.append(dict(key=f'{e.name}|{how}', how=how, path=str(path), pairs=str(d/'pairs.pkl'), out=str(p/'pred.npy')))
     r = subprocess.run([sys.executable, '-c', LOADER, json.dumps(jobs)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     info = json.loads(r.stdout.strip().splitlines()[-1])
@@ -237,9 +262,9 @@ def exported(small, tmp_path_factory):
 @every
 @pytest.mark.parametrize('how', ['export_safe', 'save_collab'])
 def test_export_load_fresh_process(e, how, exported):
-    if how in e.skip: pytest.skip(f'{e.name}: {how} does not apply')
+    e.check(how)
     res,failed = exported
-    assert e.name not in failed, failed.get(e.name)
+    assert e.name not in failed and f'{e.name}|{how}' not in failed, failed.get(e.name) or failed.get(f'{e.name}|{how}')
     ref,got,info = res[f'{e.name}|{how}']
     np.testing.assert_array_equal(got, ref)
     assert info == {'rows': 0, 'storage': 0}

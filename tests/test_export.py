@@ -35,6 +35,8 @@ def test_export_holds_no_rows(tmp_path, ml_dot_learn, ratings, how):
     np.testing.assert_allclose(back.predict_ratings(va, unknown='na'), learn.predict_ratings(va, unknown='na'), rtol=1e-6)
     assert set(back.dls.seen_items(196)) == set(learn.dls.seen_items(196))
     assert len(learn.dls.train_ds) == 80_000                                    # the live learner kept its data
+    back.export_safe(tmp_path/'again.pkl')                                      # a loaded learner exports again
+    np.testing.assert_array_equal(load_learner(tmp_path/'again.pkl').predict_ratings(va, unknown='na'), back.predict_ratings(va, unknown='na'))
 
 def test_ce_export_keeps_seen_index(tmp_path, ratings):
     dls = CollabCEDataLoaders.from_df(ratings[['user','item','rating']].iloc[:5000], seed=1, unseen='keep')
@@ -124,14 +126,23 @@ def test_missing_collab_ext_is_named(tmp_path, ml_dot_learn, how):
     assert 'AttributeError' in out and 'saved by collab_ext' in out and 'pip install collab_ext' in out, out
     assert 'UnboundLocalError' not in out
 
-def test_fastai_learner_exports_still_load(tmp_path):
-    "A stock fastai collab learner round-trips with collab_ext imported, and loads in a process without collab_ext"
+def test_lean_learner_export_safe_names_collab_ext(tmp_path, ml_dls):
+    "A learner whose own class is collab_ext's (LeanLearner): the check runs before that class is imported"
+    from collab_ext.fastloop import fast_collab_learner
+    fast_collab_learner(ml_dls, n_factors=4).export_safe(tmp_path/'lean.pkl')
+    code = HIDE_COLLAB_EXT + f"from fastai.learner import load_learner\ntry: load_learner({str(tmp_path/'lean.pkl')!r})\nexcept Exception as e: print(type(e).__name__, e)"
+    out = subprocess.run([sys.executable, '-W', 'ignore', '-c', code], capture_output=True, text=True, cwd=tmp_path).stdout
+    assert 'pip install collab_ext' in out and 'UnboundLocalError' not in out, out
+
+@pytest.mark.parametrize('how', ['export', 'export_safe'])
+def test_fastai_learner_exports_still_load(tmp_path, how):
+    "A stock fastai collab learner exported with collab_ext imported (fastai's export or export_safe) loads in a process without collab_ext"
     from fastai.collab import CollabDataLoaders
     df = pd.DataFrame({'user': np.arange(300) % 20, 'item': np.arange(300) % 17, 'rating': (np.arange(300) % 5 + 1).astype(float)})
     dls = CollabDataLoaders.from_df(df, bs=64, seed=0)
     learn = collab_learner(dls, n_factors=4, y_range=(0, 5.5))
     learn.path = tmp_path
-    learn.export('f.pkl')
+    getattr(learn, how)('f.pkl')
     code = HIDE_COLLAB_EXT + f"from fastai.learner import load_learner\nl = load_learner({str(tmp_path/'f.pkl')!r})\nprint(type(l.model).__name__)"
     res = subprocess.run([sys.executable, '-W', 'ignore', '-c', code], capture_output=True, text=True, cwd=tmp_path)
     assert res.stdout.strip() == 'EmbeddingDotBias', res.stderr[-2000:]
@@ -224,3 +235,18 @@ def test_cli_recommend_is_pickle_free(tmp_path):
         res = run('recommend', '--model', str(tmp_path), '--user', '1', '-n', bad)
         assert res.returncode != 0 and 'at least 1' in res.stderr
     assert run('recommend', '--model', str(tmp_path), '--user', '1', '-n', '2.5').returncode != 0
+
+def test_guarded_loaders_still_copy_and_pickle(ml_dls):
+    "The collab_ext-named check in the pickle changes nothing else: copy, deepcopy and a pickle round trip give the same loaders"
+    import copy
+    for f in (copy.copy, copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))):
+        c = f(ml_dls)
+        assert type(c) is type(ml_dls) and len(c.train_ds) == 80_000 and list(c.classes) == ['user', 'item']
+    assert copy.copy(ml_dls).train_ds is ml_dls.train_ds
+
+def test_save_collab_is_deterministic(tmp_path, ml_dot_learn):
+    "save → load → save gives byte-identical files (no temp-file names or timestamps inside)"
+    a,b = tmp_path/'a',tmp_path/'b'; a.mkdir(); b.mkdir()
+    ml_dot_learn.save_collab(a)
+    load_collab(a).save_collab(b)
+    for f in ('weights.pt', 'model.json'): assert (a/f).read_bytes() == (b/f).read_bytes(), f

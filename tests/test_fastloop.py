@@ -170,7 +170,7 @@ def test_fast_collab_learner_trains_as_fastai_collab_learner(small):
     a,b = fit_both(mk(fast_collab_learner), make_stock=mk(collab_learner))
     assert type(a) is Learner and type(b) is LeanLearner and type(b.opt) is LeanOptimizer
     assert_same_training(a, b)
-    assert a.recorder.values[-1][0] < 1.0     # it learned: validation MSE well under the ratings' variance
+    assert a.recorder.values[-1][1] < 0.8*small.rating.var()     # it learned: validation MSE (values: train, valid loss) well under the variance
 
 def test_stock_fastai_loaders_train_identically(small):
     "Stock `CollabDataLoaders` (TabWeightedDL draws with numpy's global RNG, reseeded per run)"
@@ -220,6 +220,16 @@ def test_event_added_to_class_after_first_fit_still_runs(small):
     Counter.after_batch = lambda self: setattr(self, 'n', getattr(self, 'n', 0) + 1)
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
     assert learn.counter.n == len(dls.train) + len(dls.valid)
+
+def test_trained_lean_learner_is_freed(small):
+    "The dispatch plans live on the learner, not in a module-level cache: a trained LeanLearner is freed as fastai's is; a copy starts planless"
+    import gc, weakref, copy
+    learn = fast_collab_learner(FastCollabDataLoaders.from_df(small, bs=1024, seed=0, unseen='keep'), n_factors=4, y_range=(0, 5.5))
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    assert learn._lean_phase.plans and copy.deepcopy(learn)._lean_phase.plans == {}
+    ref = weakref.ref(learn)
+    del learn; gc.collect()
+    assert ref() is None
 
 def test_callback_added_during_fit_and_instance_events(small):
     "A callback added by another mid-fit, and an event set on an instance mid-fit, are called from then on as in fastai"

@@ -6,7 +6,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1]/'collab_ext'
 HAND_WRITTEN = {'__init__', 'all', 'coldstart', 'feedback_loop', 'feedback_metrics'}   # re-exports and deprecated aliases
-MAX_LINES = 310          # "a module over ~300 lines wants splitting"
+MAX_LINES = 300          # "a module over ~300 lines wants splitting": counted without blank lines and nbdev's `# %%` cell markers
 
 # Layers, bottom first (docs: nbs/contributing.ipynb). A module may import from its own layer or below, never above.
 LAYERS = [('core', 'synth'),
@@ -80,8 +80,12 @@ def test_named_private_helpers_are_gone(old):
     used = [str(p.relative_to(PKG)) for p in PKG.rglob('*.py') if p.name != '_modidx.py' and re.search(rf'\b{old}\(', p.read_text())]
     assert not used, used
 
+def code_lines(path:Path) -> int:
+    "Lines of `path` that are neither blank nor nbdev's `# %%` cell markers"
+    return sum(1 for l in path.read_text().splitlines() if l.strip() and not l.startswith('# %%'))
+
 def test_modules_are_short():
-    long = {n: len(p.read_text().splitlines()) for n,p in modules().items()}
+    long = {n: code_lines(p) for n,p in modules().items()}
     assert all(v <= MAX_LINES for v in long.values()), {n: v for n,v in long.items() if v > MAX_LINES}
 
 PROTOCOL = re.compile(r'^(forward|before_\w+|after_\w+|encodes|decodes|show_batch|show_results|decode_batch|to_detach)$')

@@ -176,13 +176,18 @@ def test_ce_and_ordinal_rank_by_expected_rating(ce_dls, loss):
     learn = collab_ce_learner(ce_dls, n_factors=8, loss=loss, metrics=rm)
     for p in learn.model.parameters(): torch.nn.init.normal_(p, 0, 0.3)
     users = torch.arange(1, 40)
-    s = catalog_scores(learn, users)
-    if loss == 'ce': _fast_vs_pairs(learn, users)
+    s = _fast_vs_pairs(learn, users)           # expected_items: the pairs through forward and the loss's activation
+    assert torch.allclose(catalog_outputs(learn, users), catalog_outputs(learn, users, fast=False), atol=1e-4)   # score_items
+    if loss == 'ce':          # an activation expected_items does not know: score_items + that activation, the same numbers
+        assert torch.allclose(s, catalog_scores(learn, users, activation=torch.nn.Softmax(-1)), atol=1e-4)
     frame = pd.DataFrame({'user': [ce_dls.classes['user'][1]]*5, 'item': ce_dls.known_items()[:5]})
     assert np.allclose(s[0, ce_dls.classes['item'].map_objs(frame.item)].numpy(), learn.predict_ratings(frame), atol=1e-4)
     assert ((s[:, 1:] >= 1) & (s[:, 1:] <= 5)).all()          # expected ratings over the levels
     res = learn.validate()
     assert 0 <= res[-2] <= 1 and rm.report.counts['n_users'] == 941
+    with learn.no_bar(): learn.fit(1, 1e-2)                             # the lean loop's epoch table has them too
+    assert list(learn.recorder.metric_names)[-3:-1] == ['ndcg@10', 'recall@10']
+    assert learn.recorder.values[-1][-2] == pytest.approx(rm.report['ndcg'])
 
 def test_ranking_metrics_in_fit_table(ml_dls):
     torch.manual_seed(42)

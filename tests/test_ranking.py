@@ -7,6 +7,7 @@ from collab_ext.core import CollabDataError, CollabWarning
 from collab_ext.data.split import RandomRatingSplitter, StratifiedSplitter
 from collab_ext.data.implicit import *
 from collab_ext.ranking.all import *
+from collab_ext.learner import rank_scores
 from collab_ext.metrics.ranking import RankingMetrics, ranking_report, holdout_truth, seen_matrix, catalog_scores
 
 @pytest.fixture(scope='module')
@@ -157,6 +158,42 @@ def test_ensemble_and_rating_model_rankers(ease_learn, r):
     exp = rank_scores(lc, np.arange(1, 50))
     assert not torch.equal(liked.argsort(1, descending=True)[:,:10], exp.argsort(1, descending=True)[:,:10])
     with pytest.raises(CollabDataError, match='above every rating level'): rank_scores(lc, [1], by='liked', liked=6)
+    one = lc.recommend(1, 10, by='liked', liked=4)                       # learn.recommend ranks by P(liked) too
+    assert one.item.tolist() == lc.recommend_all(10, users=[1], by='liked', liked=4).item.tolist()
+    assert list(one.columns) == ['item','title','p_liked']
+    with pytest.raises(CollabDataError, match="by must be 'rating' or 'liked'"): lc.recommend(1, by='stars')
     ens = ensemble_learner([ease_learn, ease_learn], [0.5, 0.5])
     u = torch.arange(1, 20)
     torch.testing.assert_close(ens.model.score_items(u)[:,1:], standardize_rows(ease_learn.model.score_items(u))[:,1:])
+
+def test_ease_side_features_and_liked_weights(msr, ml100k):
+    genres = ml100k.items.set_index('item').select_dtypes('number').drop(columns=['year'], errors='ignore')
+    m = EASE.from_dls(msr, lam=500, liked=4, liked_weight=0.5, item_features=genres, side_weight=3.)
+    assert sorted(np.unique(m.row_values.numpy()).tolist()) == [1.0, 1.5]
+    F = item_side_matrix(msr, genres)
+    assert F.shape == (msr.n_items, 19) and F[0].sum() == 0                  # '#na#' has no features
+    m.solve()
+    X = m.matrix().toarray()
+    P = np.linalg.inv(X.T@X + 9*F@F.T + 500*np.eye(X.shape[1]))
+    B = -P/np.diag(P)[None]; np.fill_diagonal(B, 0)
+    np.testing.assert_allclose(m.weight.numpy(), B, atol=1e-4)
+    with pytest.raises(CollabDataError, match='not numeric'): EASE.from_dls(msr, item_features=ml100k.items.set_index('item'))
+
+def test_batch_l2_softmax(r):
+    torch.manual_seed(0)
+    d = ImplicitDataLoaders.from_df(r, splitter=RandomRatingSplitter(0.2, 42), batch='full', bs=1024, seed=42)
+    learn = implicit_learner(d, loss='softmax', n_factors=32, l2=3e-2)
+    assert any(isinstance(c, BatchL2) for c in learn.cbs)
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 5e-3, wd=0)
+    assert ndcg(learn, 4)['ndcg'] > 0.25
+    with pytest.raises(CollabDataError, match='l2 applies to DotRanker'):
+        implicit_learner(ImplicitDataLoaders.from_df(r, batch='users', bs=64, seed=0), loss='mse', l2=0.1)
+
+def test_sampled_softmax_popularity_negatives(r):
+    torch.manual_seed(0)
+    d = ImplicitDataLoaders.from_df(r, splitter=RandomRatingSplitter(0.2, 42), n_neg=16, neg='popularity', beta=0.75, bs=1024, seed=42)
+    x,y = d.one_batch()
+    assert x.shape == (1024, 18) and (y == 0).all()
+    learn = implicit_learner(d, loss='sampled_softmax', n_factors=32, l2=1e-3)
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(2, 1e-2, wd=0)
+    assert ndcg(learn, 4)['ndcg'] > 0.2

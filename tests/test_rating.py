@@ -8,6 +8,7 @@ from collab_ext.data.load import load_movielens
 from collab_ext.data.split import RandomRatingSplitter
 from collab_ext.data.loaders import FastCollabDataLoaders
 from collab_ext.models import DotProductBias, model_factors
+from collab_ext.ce.models import DotScore
 from collab_ext.learner import *
 from collab_ext.interpret import CollabInterpretation
 from collab_ext.rating.all import *
@@ -86,7 +87,7 @@ def test_predict_recommend_interpret(tiny, ratings):
     assert len(CollabInterpretation(tiny).most_similar(50, n=3)) == 3
 
 def test_registry(tiny):
-    assert {'blend','autorec','ordinal','ordinal++'} <= set(RATING_MODELS)
+    assert {'blend','autorec','ordinal','ordinal++','ordinal+nn'} <= set(RATING_MODELS)
     with pytest.raises(CollabDataError, match='model must be one of'): fit_rating_model(tiny.dls, 'nope')
 
 def _write_layouts(ml, tmp_path):
@@ -110,3 +111,41 @@ def test_same_result_on_ml1m_and_csv_layouts(ml100k, tmp_path):
         preds.append(valid_preds(tiny_fit(make_dls(r))))
     np.testing.assert_allclose(preds[1], preds[0], atol=1e-6)
     np.testing.assert_allclose(preds[2], preds[0], atol=1e-6)
+
+def test_use_nn_member_starts_as_dot_and_blend_keeps_dot_accuracy(ml_dls):
+    "`NeuDotScore` is the dot model at init; blended with the plain ordinal member on a training slice it never costs accuracy"
+    ns,ds = NeuDotScore(5, 6, 4),DotScore(5, 6, 4)
+    ds.load_state_dict({k: v for k,v in ns.state_dict().items() if k in ds.state_dict()})
+    xb = torch.tensor([[1,2],[4,5]])
+    np.testing.assert_allclose(ns(xb).detach().numpy(), ds(xb).detach().numpy(), atol=1e-6)
+    y = ml_dls.valid_ds.y[:,0].numpy()
+    rm = lambda p: float(np.sqrt(((np.clip(p, 1, 5) - y)**2).mean()))
+    members = [OrdinalMember(n_factors=20, epochs=2), OrdinalMember(n_factors=20, epochs=2, use_nn=True)]
+    learn = rating_learner(ml_dls, members=members).fit_recipe(refit=False)
+    with torch.no_grad(): each = learn.model.member_ratings(ml_dls.valid_ds.x).numpy()
+    dot_rmse,nn_rmse,blend_rmse = rm(each[:,0]),rm(each[:,1]),rm(valid_preds(learn))
+    assert nn_rmse < 1.0 and dot_rmse < 1.0, (dot_rmse, nn_rmse)     # 0.951 and 0.994 here (2 epochs, 20 factors)
+    assert blend_rmse <= min(dot_rmse, nn_rmse) + 1e-3, (blend_rmse, dot_rmse, nn_rmse)
+    with pytest.raises(CollabDataError, match='use_nn'): OrdinalMember(use_nn=True, user_side=True)
+
+def test_ordinal_hybrid_with_time_bias_columns(ml100k):
+    "The hybrid under the ordinal head, with item × period and user × day columns from training rows' time range, predicts stars well"
+    from collab_ext.tabular import TabularCollabDataLoaders, movielens_tables
+    users,items = movielens_tables(ml100k)
+    r = ml100k.ratings[['user','item','rating','timestamp']]
+    tr,va = RandomRatingSplitter(0.2, 42)(r)
+    rt = time_bias_columns(r, tr, n_bins=30)
+    r2 = r.copy(); r2.loc[r2.index[va], 'timestamp'] = pd.Timestamp('1990-01-01')     # validation times never move the bins
+    pd.testing.assert_frame_equal(time_bias_columns(r2, tr, n_bins=30).iloc[tr], rt.iloc[tr])
+    assert rt.item_bin.str.split('|').str[1].astype(int).between(0, 29).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CollabWarning)
+        tdls = TabularCollabDataLoaders.from_dfs(rt, users, items, date_col='timestamp', cat_names=['gender','occupation','item_bin','user_day'],
+                                                 cont_names=['age','year'], splitter=lambda df: (tr, va), bs=512, val_bs=8192, seed=0)
+    torch.manual_seed(0)
+    learn = ordinal_hybrid_learner(tdls, n_factors=20)
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(2, 1e-2, wd=0.2)
+    ds = tdls.valid_ds
+    with torch.no_grad(): p = learn.model.eval().ratings_of(ds.x_cat, ds.x_cont).numpy()
+    rmse_ = float(np.sqrt(((np.clip(p, 1, 5) - ds.y[:,0].numpy())**2).mean()))
+    assert p.min() >= 1 and p.max() <= 5 and rmse_ < 0.95, rmse_

@@ -10,7 +10,6 @@ import numpy as np, torch
 from fastcore.all import *
 from fastai.learner import Learner
 from fastai.callback.core import Callback
-from fastai.losses import CrossEntropyLossFlat
 from ..fastloop import LeanLearner, PlainCrossEntropyLossFlat
 from fastai.tabular.model import get_emb_sz, tabular_config
 from ..core import *

@@ -11,7 +11,9 @@ from torch import Tensor
 from fastcore.all import *
 from fastai.torch_core import Module, tensor
 from fastai.layers import Embedding
+from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.tabular.model import TabularModel, tabular_config
+from ..core import CollabDataError
 
 # %% auto #0
 __all__ = ['DotScore', 'CollabCEDot', 'CollabCENN', 'CumulativeLogits', 'ordinal_log_probs', 'CollabOrdinal', 'OrdinalLoss']
@@ -31,6 +33,15 @@ class DotScore(Module):
         return torch.addmm(self.i_bias.weight[:,0][None], self.u_weight(users), self.i_weight.weight.T).add_(self.u_bias(users))
 
 # %% ../../nbs/21_ce.models.ipynb #261dd8d4
+def _is_softmax(activation) -> bool:
+    "Whether `activation` is the softmax over the levels of fastai's cross-entropy losses"
+    o = getattr(activation, '__self__', None)
+    return isinstance(o, (CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat)) and getattr(o, 'axis', -1) in (-1, 1)
+
+def _check_levels(levels, n:int, model) -> list:
+    if len(levels) != n: raise CollabDataError(f"{type(model).__name__} has {n} rating levels, got {len(levels)} levels")
+    return [float(v) for v in levels]
+
 class CollabCEDot(Module):
     "Dot-product classifier: logit_k = (level_k - mean)·(u·i + b_u + b_i) + b_k + b_uk + b_ik"
     def __init__(self, n_users:int, n_items:int, levels, n_factors:int=50):
@@ -43,10 +54,26 @@ class CollabCEDot(Module):
     no_wd = ('score.u_bias','score.i_bias','bias')
     def forward(self, x:Tensor) -> Tensor:
         return self.score(x)*self.level_weight + self.bias + self.u_level_bias(x[:,0]) + self.i_level_bias(x[:,1])
+    def level_planes(self, users:Tensor) -> list:
+        "Level logits of every item for `users` as one (users, items) plane per level, added in `forward`'s order"
+        s,w,b,bu = self.score.score_items(users),self.level_weight[0],self.bias,self.u_level_bias(users)
+        bi = self.i_level_bias.weight.T.contiguous()
+        return [(s*w[k]).add_(b[k]).add_(bu[:,k,None]).add_(bi[k][None]) for k in range(len(b))]
     def score_items(self, users:Tensor) -> Tensor:
         "Level logits (users, items, levels) of every item for `users`, without building the pairs"
-        s = self.score.score_items(users)[...,None]*self.level_weight
-        return s.add_(self.bias).add_(self.u_level_bias(users)[:,None]).add_(self.i_level_bias.weight[None])
+        return torch.stack(self.level_planes(users), -1)
+    def expected_items(self, users:Tensor, levels, activation=None) -> Tensor:
+        "Expected rating (users, items) under the softmax of the level logits, one plane per level (`NotImplementedError` for another `activation`)"
+        if not _is_softmax(activation): raise NotImplementedError(f"expected_items knows the softmax of a cross-entropy loss, not {activation}")
+        lv,ls = _check_levels(levels, len(self.bias), self),self.level_planes(users)
+        m = ls[0].clone()
+        for l in ls[1:]: torch.maximum(m, l, out=m)
+        den = ls[0].sub_(m).exp_()
+        num = den*lv[0]
+        for l,v in zip(ls[1:], lv[1:]):
+            e = l.sub_(m).exp_()
+            den.add_(e); num.add_(e, alpha=v)
+        return num.div_(den)
 
 # %% ../../nbs/21_ce.models.ipynb #e076d1de
 class CollabCENN(TabularModel):
@@ -81,6 +108,14 @@ class CumulativeLogits(Module):
         if self.item_spread is not None: spread = spread + self.item_spread(x[:,1])
         return score.view(-1,1) - self.thresholds(x[:,0] if self.user_shift is not None else None)*torch.exp(spread)
 
+    def planes(self, score:Tensor, users:Tensor) -> list:
+        "Cumulative logits of the scores (users, items) of every item for `users`: one (users, items) plane per threshold, as `forward`"
+        spread = torch.zeros_like(score)
+        if self.user_spread is not None: spread = spread + self.user_spread(users)
+        if self.item_spread is not None: spread = spread + self.item_spread.weight[:,0][None]
+        th,e = self.thresholds(users if self.user_shift is not None else None),torch.exp(spread)
+        return [score - th[:,k,None]*e for k in range(th.shape[1])]
+
 # %% ../../nbs/21_ce.models.ipynb #3a6ff3c6
 def ordinal_log_probs(cum_logits:Tensor) -> Tensor:
     "Log P(y = k) (bs, K) from decreasing cumulative logits `logit P(y > k)` (bs, K-1)"
@@ -96,13 +131,21 @@ class CollabOrdinal(Module):
     @property
     def no_wd(self): return tuple(f'scorer.{n}' for n in getattr(self.scorer, 'no_wd', ())) + tuple(f'cuts.{n}' for n in self.cuts.no_wd)
     def forward(self, x:Tensor) -> Tensor: return self.cuts(self.scorer(x), x)
+    def cum_planes(self, users:Tensor) -> list:
+        "Cumulative logits of every item for `users`, one (users, items) plane per threshold (`NotImplementedError` when the scorer has no `score_items`)"
+        if not hasattr(self.scorer, 'score_items'): raise NotImplementedError(f"{type(self.scorer).__name__} has no score_items")
+        return self.cuts.planes(self.scorer.score_items(users), users)
     def score_items(self, users:Tensor) -> Tensor:
         "Cumulative logits (users, items, K-1) of every item for `users` (`NotImplementedError` when the scorer has no `score_items`)"
-        if not hasattr(self.scorer, 'score_items'): raise NotImplementedError(f"{type(self.scorer).__name__} has no score_items")
-        s = self.scorer.score_items(users)
-        b,n = s.shape
-        x = torch.stack([users.repeat_interleave(n), torch.arange(n, device=users.device).repeat(b)], 1)
-        return self.cuts(s.reshape(-1), x).reshape(b, n, -1)
+        return torch.stack(self.cum_planes(users), -1)
+    def expected_items(self, users:Tensor, levels, activation=None) -> Tensor:
+        "Expected rating (users, items) `l_0 + Σ_k (l_k+1 - l_k)·P(y > k)` under `OrdinalLoss.activation` (`NotImplementedError` for another)"
+        if not isinstance(getattr(activation, '__self__', None), OrdinalLoss): raise NotImplementedError(f"expected_items knows OrdinalLoss.activation, not {activation}")
+        cs = self.cum_planes(users)
+        lv = _check_levels(levels, len(cs)+1, self)
+        res = cs[0].sigmoid_().mul_(lv[1] - lv[0]).add_(lv[0])
+        for c,lo,hi in zip(cs[1:], lv[1:-1], lv[2:]): res += c.sigmoid_().mul_(hi - lo)
+        return res
 
 # %% ../../nbs/21_ce.models.ipynb #267fdb2d
 class OrdinalLoss(Module):

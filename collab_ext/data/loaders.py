@@ -207,7 +207,7 @@ def item_titles(df, item_name):
 # %% ../../nbs/05_data.loaders.ipynb #31a70991
 class FastCollabDataLoaders(DataLoaders):
     "Collab `DataLoaders` with fastai's `CollabDataLoaders` API whose batches are slices of prebuilt tensors"
-    __reduce_ex__ = guarded_reduce     # an exported learner loaded without collab_ext says so (not fastai's UnboundLocalError)
+    __reduce_ex__,__copy__ = guarded_reduce,guarded_copy   # an exported learner loaded without collab_ext says so (not fastai's UnboundLocalError)
     def new_empty(self):
         "Loaders without rows (what `export` saves): the vocab, the titles and the *training* split's seen-items index, nothing else"
         self.train_ds.seen_index()
@@ -229,7 +229,7 @@ class FastCollabDataLoaders(DataLoaders):
         splits = splitter(df)
         unseen = ifnone(unseen, 'keep' if getattr(splitter, 'expects_unseen', False) else 'warn')
         tr,va = resolve_unseen(df, splits, unseen, names[0], names[1])
-        if len(tr) < 2: raise CollabDataError(f"the splitter {splitter!r} left {len(tr)} training row(s) of {len(df)}: "
+        if len(tr) < 2: raise CollabDataError(f"the splitter {splitter!r} left {'no training rows' if len(tr)==0 else 'one training row'} (of {len(df)}): "
                                               "training needs at least 2 (batch norm cannot use a batch of one)")
         classes = {n: make_vocab(df[n].to_numpy()[tr]) for n in names[:2]}
         titles = item_titles(df, names[1])

@@ -6,7 +6,6 @@ Docs: https://collab-ext.github.io/collab_ext/feedback.loop.html.md"""
 
 # %% ../../nbs/52_feedback.loop.ipynb #05cc51d9
 from __future__ import annotations
-import copy
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.all import *
@@ -14,7 +13,6 @@ from fastai.learner import Metric
 from fastai.callback.core import Callback
 from fastai.callback.progress import *
 from fastai.data.transforms import CategoryMap
-from fastprogress.fastprogress import progress_bar
 from ..core import *
 from ..data.core import encode_ids
 from ..data.loaders import CollabTensors
@@ -262,6 +260,7 @@ class WeightedIdxs:
     def __init__(self, weights, gen): self.weights,self.gen = weights,gen
     def __call__(self): return torch.multinomial(self.weights, len(self.weights), replacement=True, generator=self.gen)
 
+# %% ../../nbs/52_feedback.loop.ipynb #9c982910
 def _reset_plan(model):
     "The factor parameters and the layers with `reset_parameters` that together re-initialise `model`; raises if some parameter is in neither"
     facts = [p for side in _factor_params(model).values() for _,_,p in side]
@@ -283,6 +282,7 @@ def _reinit(self:FeedbackLoopCallback):
             for m in layers: m.reset_parameters()
     self._new_opt()
 
+# %% ../../nbs/52_feedback.loop.ipynb #9008f23b
 @patch
 def _play_round(self:FeedbackLoopCallback):
     "Measure, recommend, show, simulate and (before the last round) grow the data"
@@ -305,7 +305,6 @@ def run_feedback(learn, world:FeedbackWorld, policy=None, n_rounds:int=10, epoch
     if quiet:
         with learn.no_bar(), learn.no_logging(): learn.fit(n_rounds*epochs_per_round, lr, cbs=cb)
     else:                     # plain aligned lines, rounds numbered as in the returned frame (round 0 = before any feedback)
-        from collab_ext.learner import ConsoleTable
         table = ConsoleTable('round', offset=1) if epochs_per_round == 1 else ConsoleTable()
         with learn.no_bar(): learn.fit(n_rounds*epochs_per_round, lr, cbs=[cb, table])
     learn.feedback_cb = cb

@@ -44,6 +44,7 @@ class IdealPolicy(GreedyPolicy):
     "The top-n unseen items by the world's true ratings: the best any recommender could do"
     oracle = True
 
+# %% ../../nbs/51_feedback.policy.ipynb #045ea6f1
 class RandomPolicy:
     "n unseen items drawn uniformly"
     oracle,uses_scores = False,False

@@ -104,11 +104,16 @@ def _pair_scores(m, u:Tensor, n_items:int, bs:int) -> Tensor:
     return torch.cat(outs)
 
 # %% ../../nbs/17_metrics.ranking.ipynb #535f8a9c
+def _model_users(model, user_codes):
+    "(the model of a `Learner` or a model, the user codes as a LongTensor on its device)"
+    if isinstance(model, Learner): model = model.model
+    p = next(iter(model.parameters()), None)
+    return model,torch.as_tensor(as_np(user_codes)).long().to(p.device if p is not None else 'cpu')
+
 def catalog_outputs(model, user_codes, n_items:int=None, bs:int=2**21, fast:bool=True) -> Tensor:
     "Outputs of `model` (or a `Learner`'s) for every item code and each of `user_codes`: (users, items[, levels]), in eval mode"
-    if isinstance(model, Learner): n_items,model = ifnone(n_items, _vocab_sizes(model.dls)[1]),model.model
-    p = next(iter(model.parameters()), None)
-    u = torch.as_tensor(as_np(user_codes)).long().to(p.device if p is not None else 'cpu')
+    if isinstance(model, Learner): n_items = ifnone(n_items, _vocab_sizes(model.dls)[1])
+    model,u = _model_users(model, user_codes)
     was_training = model.training
     model.eval()
     try:
@@ -136,11 +141,24 @@ def _as_ratings(out:Tensor, activation, levels) -> Tensor:
     if flat.shape[1] != len(lv): raise CollabDataError(f"the model gives {flat.shape[1]} outputs per item for {len(lv)} rating levels")
     return (flat.float() @ lv).reshape(b, n)
 
+def _expected_scores(model, user_codes, levels, activation, n_items:int=None, bs:int=2**16):
+    "Expected ratings from the model's own `expected_items(users, levels, activation)`, about `bs` scores at a time (None when it has none)"
+    model,u = _model_users(model, user_codes)
+    if levels is None or not hasattr(model, 'expected_items'): return None
+    step,was_training = max(1, bs // n_items) if n_items else 32,model.training    # small blocks stay in cache: 5-8x faster
+    model.eval()
+    try:
+        with torch.no_grad(): return torch.cat([model.expected_items(u[j:j+step], levels, activation) for j in range(0, len(u), step)]).float()
+    except NotImplementedError: return None                              # another activation: the outputs and the activation
+    finally: model.train(was_training)
+
 def catalog_scores(learn, user_codes, n_items:int=None, levels=None, activation=None, bs:int=2**21, fast:bool=True) -> Tensor:
     "Score of every item code for each of `user_codes` (users, items): the model's output, or the expected rating of per-level models"
     if isinstance(learn, Learner):
         levels = ifnone(levels, getattr(learn.dls, 'levels', None))
         activation = ifnone(activation, getattr(learn.loss_func, 'activation', None))
+        n_items = ifnone(n_items, _vocab_sizes(learn.dls)[1])
+    if fast and (res := _expected_scores(learn, user_codes, levels, activation, n_items)) is not None: return res
     with torch.no_grad(): return _as_ratings(catalog_outputs(learn, user_codes, n_items, bs, fast), activation, levels)
 
 # %% ../../nbs/17_metrics.ranking.ipynb #db1a7ace
@@ -192,7 +210,7 @@ class RankingMetrics(list):
         metrics = tuple(metrics)
         bad = [m for m in metrics if m not in RANKING_METRICS]
         if bad: raise CollabDataError(f"unknown metrics {bad}: choose from {list(RANKING_METRICS)}")
-        if not isinstance(k, (int, np.integer)) or k <= 0: raise CollabDataError(f"k={k!r}: k must be an int of at least 1")
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0: raise CollabDataError(f"k={k!r}: k must be an int of at least 1")
         self.run = _RankingRun(k, metrics, threshold, graded, gain, bs)
         super().__init__(RankingMetric(self.run, m) for m in metrics)
     @property

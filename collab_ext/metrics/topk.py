@@ -284,6 +284,7 @@ def ranking_report(scores=None, truth=None, k:int=10, seen=None, top=None, catal
     truth = as_csr(truth, n_users=n_rows)
     n_rows = truth.shape[0]
     n_items = ifnone(n_items, truth.shape[1] if scores is None or callable(scores) else scores.shape[1])
+    if truth.shape[1] < n_items: truth.resize((n_rows, n_items))                # items past its last column: none relevant
     if seen is not None: seen = as_csr(seen, n_users=n_rows, what='seen')
     users = _rows(users, n_rows)
     has = np.diff(truth.indptr)[users] > 0

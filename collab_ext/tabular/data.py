@@ -114,7 +114,7 @@ class TabularCollabDataLoaders(DataLoaders):
         splitter = with_names(ifnone(splitter, RandomRatingSplitter(valid_pct, seed)), user_name, item_name)
         unseen = ifnone(unseen, 'keep' if getattr(splitter, 'expects_unseen', False) else 'warn')
         tr,va = resolve_unseen(df, splitter(df), unseen, user_name, item_name)
-        if len(tr) < 2: raise CollabDataError(f"the splitter {splitter!r} left {len(tr)} training row(s) of {len(df)}: "
+        if len(tr) < 2: raise CollabDataError(f"the splitter {splitter!r} left {'no training rows' if len(tr)==0 else 'one training row'} (of {len(df)}): "
                                               "training needs at least 2 (batch norm cannot use a batch of one)")
         full = meta.prepare(df)
         dcats,dconts = ([f'{date_col}_{p}' for p in ps] for ps in date_parts) if date_col else ([],[])

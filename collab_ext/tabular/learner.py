@@ -1,4 +1,4 @@
-"""`tabular_collab_learner`: a fastai `Learner` with a `TabularCollabModel` for `TabularCollabDataLoaders`.
+"""`tabular_collab_learner`: a `LeanLearner` (a fastai `Learner` subclass) with a `TabularCollabModel` for `TabularCollabDataLoaders`.
 
 Docs: https://collab-ext.github.io/collab_ext/tabular.learner.html.md"""
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import warnings
 from fastcore.all import *
 from fastai.learner import Learner
-from fastai.losses import MSELossFlat
 from ..fastloop import LeanLearner, PlainMSELossFlat
 from ..core import *
 from ..learner import *     # Learner.predict_ratings and .recommend for these learners too
