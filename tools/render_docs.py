@@ -15,12 +15,17 @@ def doc_notebooks() -> list:
     "Every docs page: the notebooks under nbs/, in reading order"
     return sorted(p for p in nbs.rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts and not p.name.startswith('_'))
 
+_skip = re.compile(r'^\s*#\s*\|\s*(eval:\s*false|notest|slow)\b', re.M)
+
 def execute(nb: Path, timeout: int = 900):
-    "Run `nb` in its own folder and store it with its outputs"
+    "Run `nb` in its own folder, as `nbdev-test` would (cells flagged `eval: false`/`notest`/`slow` are not run), and store it with its outputs"
     import nbformat
     from nbclient import NotebookClient
     book = nbformat.read(nb, as_version=4)
+    held = {i: c.source for i,c in enumerate(book.cells) if c.cell_type == 'code' and _skip.search(c.source)}
+    for i in held: book.cells[i].source = ''
     NotebookClient(book, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(nb.parent)}}).execute()
+    for i,src in held.items(): book.cells[i].source,book.cells[i].outputs = src,[]
     nbformat.write(book, nb)
 
 _directive = re.compile(r'^\s*#\s*\|\s*(.*)$')
@@ -81,7 +86,7 @@ def main():
         html = to_html(nb)
         (out/f'{nb.stem}.html').write_text(html)
         print(f'{str(nb.relative_to(nbs)):45s}', page_counts(html), flush=True)
-    if a.execute: subprocess.run(['nbdev-clean'], cwd=root, check=True)
+    if a.execute and a.only is None: subprocess.run(['nbdev-clean'], cwd=root, check=True)   # with --only, run nbdev-clean yourself
     for s in a.shots:
         screenshot(out/f'{s}.html', out/f'{s}.png'); print('screenshot', out/f'{s}.png')
 

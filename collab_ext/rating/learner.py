@@ -10,6 +10,7 @@ import time, numpy as np, torch, torch.nn as nn
 from fastcore.all import *
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
+from ..fastloop import LeanLearner
 from fastai.losses import MSELossFlat
 from fastai.optimizer import Adam
 from fastai.callback.core import Callback, CancelValidException
@@ -83,7 +84,7 @@ def fit_member(dls, recipe:MemberRecipe, rows=None, seed:int=None) -> nn.Module:
     loss = recipe.loss(levels) if recipe.loss else MSELossFlat()
     if recipe.l2 is None: opt_func,wd = Adam,recipe.wd
     else: opt_func,wd = partial(Adam, decouple_wd=False),recipe.l2/len(rows)      # L2 in the loss, as AutoRec's paper
-    learn = Learner(_rows_dls(dls, torch.as_tensor(rows), recipe.bs), model, loss_func=loss, opt_func=opt_func,
+    learn = LeanLearner(_rows_dls(dls, torch.as_tensor(rows), recipe.bs), model, loss_func=loss, opt_func=opt_func,
                     cbs=[NoWDCallback(), SkipValidation()])
     learn.remove_cb(ProgressCallback)
     with learn.no_logging(): learn.fit_one_cycle(recipe.epochs, recipe.lr, wd=wd)
@@ -95,7 +96,7 @@ def best_members() -> list:
     return [OrdinalMember(), AutoRecMember(), OrdinalMember(use_nn=True)]
 
 # %% ../../nbs/81_rating.learner.ipynb #233e23db
-class RatingLearner(Learner):
+class RatingLearner(LeanLearner):
     "A `Learner` over a `RatingBlend`: `fit_recipe` fits the members and their blend weights on training rows only"
     def fit_recipe(self, holdout:float=0.1, refit:bool=True, seed:int=0):
         "Fit members on the training rows less a `holdout` slice, blend weights on the slice, then refit members on all training rows"

@@ -162,7 +162,7 @@ class TabularCollabTensors:
     def y_names(self): return [self.meta.rating_name]
     user_name,item_name,rating_name,titles = (property(lambda self, n=n: getattr(self.meta, n)) for n in ('user_name','item_name','rating_name','titles'))
     def __len__(self): return len(self.x_cat)
-    def encode(self, df:pd.DataFrame, with_labels:bool=None, unknown:str='error', duplicates:str=None) -> TabularCollabTensors:
+    def encode(self, df:pd.DataFrame, with_labels:bool=None, unknown:str='warn', duplicates:str=None) -> TabularCollabTensors:
         "Rows of `df` encoded like this split (`TabularCollabMeta.encode`): what `test_dl` calls"
         return self.meta.encode(df, with_labels, unknown, duplicates=duplicates)
     def __getitem__(self, i): return (self.x_cat[i], self.x_cont[i]) + (() if self.y is None else (self.y[i],))
@@ -173,8 +173,8 @@ class TabularCollabTensors:
 
 # %% ../../nbs/40_tabular.core.ipynb #b530a87c
 @patch
-def encode(self:TabularCollabMeta, df:pd.DataFrame, with_labels:bool=None, unknown:str='error', warn:bool=True, duplicates:str=None) -> TabularCollabTensors:
-    "Rows of `df` (ids, optional date and metadata) as tensors; ids with neither an embedding nor metadata raise `KeyError` (or map to `#na#` with `unknown='na'`)"
+def encode(self:TabularCollabMeta, df:pd.DataFrame, with_labels:bool=None, unknown:str='warn', warn:bool=True, duplicates:str=None) -> TabularCollabTensors:
+    "Rows of `df` (ids, optional date and metadata) as tensors; ids with neither an embedding nor metadata map to `#na#` with a warning (`unknown='warn'`, the package default), silently (`'na'`) or raise `KeyError` (`'error'`)"
     with_labels = ifnone(with_labels, self.rating_name in df.columns)
     if len(df) == 0:               # no rows to score: empty tensors of the right widths (as `CollabTensors.encode`)
         check_columns(df, [self.user_name, self.item_name])
