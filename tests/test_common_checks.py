@@ -24,6 +24,7 @@ from collab_ext.tabular.data import TabularCollabDataLoaders, movielens_tables
 from collab_ext.tabular.learner import tabular_collab_learner
 from collab_ext.data.implicit import ImplicitDataLoaders
 from collab_ext.ranking.learner import implicit_learner, ease_learner
+from collab_ext.rating.learner import rating_learner, RatingLearner, OrdinalMember, AutoRecMember
 import collab_ext.learner, collab_ext.export  # noqa: F401  (predict_ratings, recommend, export_safe, save_collab)
 
 N_ROWS = 3000          # the first rows of the real ML-100k: every check stays fast
@@ -71,9 +72,9 @@ ENTRIES = [
     Entry('collab_ce_learner (ordinal)', ce_dls, lambda d: collab_ce_learner(d, n_factors=4, loss='ordinal')),
     Entry('tabular_collab_learner', tab_dls, lambda d: tabular_collab_learner(d, n_factors=4, layers=[8]), skip=('save_collab',)),
     Entry('implicit_learner (BPR)', imp_dls, lambda d: implicit_learner(d, n_factors=4), skip=('save_collab',)),
-    Entry('ease_learner', imp_dls, lambda d: ease_learner(d, lam=50.), skip=('save_collab', 'fit_on_one_batch'),   # closed form: no steps
-          xfail={c: 'NaN scores when a user has no training row or the data has one user (H4)'
-                 for c in ('tiny_frames[one user]', 'unseen_options[warn]', 'unseen_options[keep]')}),
+    Entry('ease_learner', imp_dls, lambda d: ease_learner(d, lam=50.), skip=('save_collab', 'fit_on_one_batch')),   # closed form: no steps
+    Entry('rating_learner (blend)', mse_dls, lambda d: rating_learner(d, members=[OrdinalMember(8, epochs=1), AutoRecMember(16, epochs=3)]),
+          skip=('fit_on_one_batch',)),   # members train in their own Learners (fit_recipe): no single step to take
 ]
 ids = [e.name for e in ENTRIES]
 every = pytest.mark.parametrize('e', ENTRIES, ids=ids)
@@ -89,7 +90,10 @@ def quiet(f, *a, **k):
         return f(*a, **k)
 
 def fit(learn, epochs=1):
-    with learn.no_bar(), learn.no_logging(): learn.fit(epochs, 1e-2)
+    "`learn.fit`, or the learner's own one-call recipe when it trains its parts itself (`RatingLearner.fit_recipe`)"
+    with learn.no_bar(), learn.no_logging():
+        if isinstance(learn, RatingLearner): learn.fit_recipe()
+        else: learn.fit(epochs, 1e-2)
     return learn
 
 def build(e, df, **kw):
@@ -172,7 +176,7 @@ def test_unseen_options(e, small, how):
 @every
 def test_predict_unknown_ids(e, small):
     e.check('predict_unknown_ids')
-    learn = build(e, small)
+    learn = quiet(fit, build(e, small))
     new = pd.DataFrame({'user': [small.user.iloc[0], 99_999], 'item': [small.item.iloc[0]]*2})
     with pytest.raises(KeyError, match='99999'): quiet(learn.predict_ratings, new, unknown='error')   # the default warns and scores '#na#'
     assert np.isfinite(quiet(learn.predict_ratings, new, unknown='na')).all()

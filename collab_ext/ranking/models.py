@@ -30,11 +30,11 @@ def _candidates(model, x:Tensor) -> Tensor:
     return s if x.shape[1] == 1 else s.gather(1, x[:,1:].long())
 
 def _item_item_candidates(model, x:Tensor, w:Tensor, bias:Tensor=None) -> Tensor:
-    "Scores `x_u·w[:,c]` of the candidates `x[:,1:]` only (not the whole catalog): (bs, c)"
+    "Scores `x_u·w[:,c]` of the candidates `x[:,1:]` only (not the whole catalog): (bs, c); an unseen (`#na#`) item has no column evidence, so 0 plus its bias"
     c = x[:,1:].long()
     s = torch.einsum('bn,nbc->bc', model.user_rows(x[:,0]), w[:, c])
     s = s if bias is None else s + bias[c]
-    return s.masked_fill(c == 0, _NEG_INF)
+    return s
 
 # %% ../../nbs/70_ranking.models.ipynb #0fb75017
 def train_csr(dls, liked:float=None, liked_weight:float=0.5) -> tuple:

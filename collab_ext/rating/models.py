@@ -177,6 +177,7 @@ class RatingBlend(Module):
 
     def member_ratings(self, x:Tensor) -> Tensor:
         "(bs, n_members) predicted ratings of each member"
+        if not len(self.members): raise CollabDataError("this RatingBlend has no fitted members yet: call `learn.fit_recipe()` first")
         return torch.stack([m.ratings_of(x) for m in self.members.values()], 1)
     def forward(self, x:Tensor) -> Tensor:
         res = self.member_ratings(x) @ self.weights + self.bias
