@@ -9,6 +9,7 @@ Ablation rows come from one set of member fits per seed: each member is fitted (
 slice, scored on the slice (blend weights) and (b) refitted on all training rows, exactly as `RatingLearner.fit_recipe` does
 (same seeds: member k of a recipe gets seed+k); a blend's fit time is the sum of its members' (a) and (b) times (wall; `cpu_s`: process CPU seconds, less sensitive to other jobs on the machine)."""
 import argparse, itertools, time, warnings
+from functools import partial
 import numpy as np, pandas as pd, torch
 from harness import *
 from fastai.learner import Learner
@@ -114,10 +115,8 @@ def hybrid_fit(R, users, items, genres, splits, seed, ordinal=False, time_bias=F
     tdls = TabularCollabDataLoaders.from_dfs(R, users, items, date_col='timestamp', cat_names=['gender','occupation','zip1']+extra,
                                              cont_names=['age','year']+genres, splitter=lambda df: splits, bs=128, val_bs=8192, seed=seed)
     torch.manual_seed(seed)
-    levels = np.unique(R.rating.to_numpy()[splits[0]]).astype(np.float32)
-    learn = tabular_collab_learner(tdls, n_factors=50, layers=(64,), p_id=0.05, use_mlp=False, cbs=SkipValidation(),
-                                   loss_func=StarOrdinalLoss(levels) if ordinal else None)
-    if ordinal: learn.model = OrdinalHybrid(learn.model, levels, *(len(tdls.train_ds.classes[n]) for n in ('user','item')))
+    make = ordinal_hybrid_learner if ordinal else partial(tabular_collab_learner, use_mlp=False)
+    learn = make(tdls, n_factors=50, layers=(64,), p_id=0.05, cbs=SkipValidation())
     quiet_fit(learn, epochs, lr, wd=wd)
     m,ds = learn.model.eval(),tdls.valid_ds
     with torch.no_grad(): p = (m.ratings_of(ds.x_cat, ds.x_cont) if ordinal else m(ds.x_cat, ds.x_cont)[:,0]).numpy()

@@ -1,4 +1,5 @@
-"""The one bench harness every `bench/` script uses: threads, timing, the ML-100k benchmark split, stock fastai and
+"""The harness the ML-100k bench scripts share (`scale.py` and `threads.py` measure in fresh subprocesses and keep their
+own few lines): threads, timing, the ML-100k benchmark split, stock fastai and
 collab_ext loaders, quiet fits, peer libraries and tables.
 
 Scripts run as `python bench/NAME.py` from the repo root, so `bench/` is on `sys.path`: `from harness import *`.

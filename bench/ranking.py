@@ -57,10 +57,6 @@ class Bench:
         x = self.fdls.train_ds.x.numpy()
         return x[:,0], x[:,1]
 
-def learner_scores(learn, b, **kw):
-    if kw: return rank_scores(learn, b.users_all, **kw).numpy()
-    return catalog_scores(learn, np.arange(len(b.fdls.classes['user']))).numpy()
-
 def quiet(learn):
     learn.remove_cbs(learn.cbs.filter(lambda c: isinstance(c, ProgressCallback)))
     return learn

@@ -1,5 +1,6 @@
-"""What `RankingMetrics` adds to an epoch: the fast recipe (fastai `collab_learner`) and the CE / ordinal models, with and
-without the metric, CPU seconds (`time.process_time`, robust to other load on the machine) and wall seconds.
+"""What `RankingMetrics` adds to an epoch: the fast recipe (fastai `collab_learner`, 4 metrics and all of them) and the CE /
+ordinal models, with and without the metric, CPU seconds (`time.process_time`, robust to other load on the machine) and wall
+seconds; then the CPU cost of one `ranking_report` (every metric, scores given) and of `catalog_scores` for each model.
 
     python bench/ranking_metrics.py [--reps 3]
 """
@@ -13,7 +14,7 @@ from collab_ext.data.split import RandomRatingSplitter
 from collab_ext.data.loaders import FastCollabDataLoaders
 from collab_ext.ce.data import CollabCEDataLoaders
 from collab_ext.ce.learner import collab_ce_learner
-from collab_ext.metrics.ranking import RankingMetrics
+from collab_ext.metrics.ranking import RankingMetrics, RANKING_METRICS, ranking_report, holdout_truth, seen_matrix, catalog_scores
 
 def fit_cost(make, epochs, lr, wd):
     "(CPU s, wall s) of `fit_one_cycle(epochs)` of the learner `make()` builds, and the learner"
@@ -23,6 +24,13 @@ def fit_cost(make, epochs, lr, wd):
         c,w = time.process_time(),time.perf_counter()
         learn.fit_one_cycle(epochs, lr, wd=wd)
         return time.process_time()-c, time.perf_counter()-w, learn
+
+def cpu_ms(f, reps:int=7) -> float:
+    "Best-of-`reps` CPU milliseconds of `f()`"
+    res = []
+    for _ in range(reps):
+        c = time.process_time(); f(); res.append(time.process_time()-c)
+    return 1000*min(res)
 
 def compare(name, make, epochs, lr, wd, reps):
     "Best-of-`reps` cost without and with `RankingMetrics(10)`, printed as a row"
@@ -39,9 +47,21 @@ def main():
         warnings.simplefilter('ignore', CollabWarning)
         dls = FastCollabDataLoaders.from_df(ratings, splitter=RandomRatingSplitter(0.2, 42), bs=1024, seed=42, unseen='keep')
         cdls = CollabCEDataLoaders.from_df(ratings, splitter=RandomRatingSplitter(0.2, 42), bs=1024, seed=42, unseen='keep')
-    rm = lambda on: [*RankingMetrics(10)] if on else []
+    rm = lambda on, ms=('ndcg','precision','recall','map'): [*RankingMetrics(10, metrics=ms)] if on else []
     compare('fast recipe (collab_learner)', lambda on: collab_learner(dls, n_factors=50, y_range=(0, 5.5), metrics=[rmse, *rm(on)]), 8, 3e-2, 1.0, reps)
+    compare('fast recipe, all metrics', lambda on: collab_learner(dls, n_factors=50, y_range=(0, 5.5), metrics=[rmse, *rm(on, RANKING_METRICS)]), 8, 3e-2, 1.0, reps)
     compare('CE dot', lambda on: collab_ce_learner(cdls, loss='ce', n_factors=50, metrics=rm(on)), 5, 1e-2, 0.6, reps)
     compare('ordinal dot', lambda on: collab_ce_learner(cdls, loss='ordinal', n_factors=100, metrics=rm(on)), 5, 1e-2, 0.7, reps)
+    users = np.arange(len(dls.classes['user']))
+    truth,_ = holdout_truth(dls); seen = seen_matrix(dls)
+    fast = fit_cost(lambda: collab_learner(dls, n_factors=50, y_range=(0, 5.5)), 1, 3e-2, 1.0)[2]
+    S = catalog_scores(fast, users)
+    print(f"ranking_report, all {len(RANKING_METRICS)} metrics, {len(users)} users x {S.shape[1]} items, scores given: "
+          f"{cpu_ms(lambda: ranking_report(S, truth, 10, seen=seen, metrics=RANKING_METRICS)):.1f} ms CPU")
+    print(f"the same with catalog_scores (EmbeddingDotBias): "
+          f"{cpu_ms(lambda: ranking_report(catalog_scores(fast, users), truth, 10, seen=seen, metrics=RANKING_METRICS)):.1f} ms CPU")
+    for loss,nf,wd in (('ce', 50, 0.6), ('ordinal', 100, 0.7)):
+        l = fit_cost(lambda: collab_ce_learner(cdls, loss=loss, n_factors=nf, metrics=[]), 1, 1e-2, wd)[2]
+        print(f"catalog_scores, {loss} model, {len(users)} users: {cpu_ms(lambda: catalog_scores(l, users)):.1f} ms CPU", flush=True)
 
 if __name__ == '__main__': main()

@@ -242,19 +242,6 @@ def _load_model(model:Path, trust_pickle:bool=False):
     return load_model(model, trust_pickle)
 
 # %% ../nbs/90_cli.ipynb #c1100015
-def _recommend_unknown(learn, user, n:int):
-    "Top `n` items for an id the model never saw, scored with the `#na#` user embedding"
-    import numpy as np, pandas as pd
-    from collab_ext.data.loaders import collab_names
-    u,i,r = collab_names(learn.dls)
-    items = learn.dls.known_items()
-    preds = learn.predict_ratings(pd.DataFrame({u: [user]*len(items), i: items}), unknown='na')
-    top = np.argsort(-preds, kind='stable')[:n]
-    res = pd.DataFrame({i: items[top]})
-    if learn.dls.titles is not None: res['title'] = learn.dls.titles.reindex(res[i]).to_numpy()
-    res[f'{r}_pred'] = preds[top]
-    return res
-
 def recommend(model:str='collab_model', user:str=None, n:int=10, unknown:str='error', trust_pickle:bool=False):
     "Print `user`'s top `n` unseen items with predicted ratings and titles"
     if user is None: raise UsageError("--user is required")
@@ -272,8 +259,7 @@ def recommend(model:str='collab_model', user:str=None, n:int=10, unknown:str='er
             raise UsageError(f"--user {user}: not one of this model's {len(vocab)-1:,} users (e.g. {show_some(vocab.items[1:], 3)})"
                              + (f"; close ids: {near}" if near else '') + "; pass --unknown na to score them as an unknown user")
         print(f"user {user} is not in the model: scored with the unknown-user ('#na#') embedding", file=sys.stderr)
-        recs = _recommend_unknown(learn, uid, n)
-    else: recs = learn.recommend(uid, n=n)
+    recs = learn.recommend(uid, n=n, unknown=unknown)
     with pd.option_context('display.width', 200, 'display.max_colwidth', 60): print(recs.to_string(index=False))
     return recs
 

@@ -154,7 +154,6 @@ class MovieLensData:
 
 # %% ../nbs/00_core.ipynb #b7e20002
 from contextlib import contextmanager
-import types
 
 def _vm(key:str) -> int:
     "A `/proc/self/status` memory figure in bytes"

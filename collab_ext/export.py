@@ -105,7 +105,7 @@ def _model_entry(model:nn.Module) -> dict:
     if name not in _registry or type(model) is not _registry[name][0]:
         raise CollabDataError(f"save_collab: {name} is not a registered collab model (known: {sorted(_registry)}); "
                               "register it with `register_collab_model`, or use `learn.export_safe` (a pickle)")
-    return dict({'class': name, 'config': _registry[name][1](model)})
+    return {'class': name, 'config': _registry[name][1](model)}
 
 def _build_model(entry:dict) -> nn.Module:
     "A fresh model from `_model_entry`'s output (only registered classes: nothing named by the file is imported)"

@@ -126,29 +126,30 @@ def rank_scores(learn:Learner, user_codes, by:str='score', liked:float=None) -> 
 def _pred_name(dls): return f"{collab_names(dls)[2]}_pred"
 
 @patch
-def recommend(self:Learner, user, n:int=10, exclude_seen:bool=True, by:str='rating', liked:float=None) -> pd.DataFrame:
-    "Top `n` items for `user` by predicted rating, or by P(rating >= `liked`) for CE/ordinal models (`by='liked'`), leaving out what they rated in training"
+def recommend(self:Learner, user, n:int=10, exclude_seen:bool=True, by:str='rating', liked:float=None,
+              unknown:str='error') -> pd.DataFrame:
+    "Top `n` items for `user` by predicted rating, or by P(rating >= `liked`) for CE/ordinal models (`by='liked'`), leaving out what they rated in training; a user the model never saw raises `KeyError`, or is scored with the `#na#` embedding (`unknown='na'`)"
     if is_listy(user) or isinstance(user, (pd.Series, pd.Index, np.ndarray)):
         raise CollabDataError(f"recommend takes one user, got a {type(user).__name__} of {len(user)}: "
                               "call it once per user, e.g. `pd.concat({u: learn.recommend(u) for u in users})`")
-    check_int(n, 'n', 'recommend')
+    check_int(n, 'n', 'recommend'); check_choice(unknown, 'unknown', 'recommend', ('error','na'))
     if by not in ('rating','liked'): raise CollabDataError(f"by must be 'rating' or 'liked' (P(rating >= liked), CE/ordinal models), got {by!r}")
     dls = self.dls
     u_name,i_name,_ = collab_names(dls)
     known = user != '#na#' and user in dls.classes[u_name].o2i
     new_user = not known and hasattr(dls, 'catalog_users') and user in set(dls.catalog_users())   # metadata only (tabular)
-    if not (known or new_user): dls.user_code(user)                 # unknown user: KeyError with close matches
+    if not (known or new_user) and unknown == 'error': dls.user_code(user)   # unknown user: KeyError with close matches
     cands = dls.catalog_items() if hasattr(dls, 'catalog_items') else dls.known_items()
     if exclude_seen and known: cands = cands[~pd.Index(cands).isin(dls.seen_items(user))]
     if n > len(cands):
         warnings.warn(f"n={n} is more than the {len(cands)} items available to recommend; returning {len(cands)}", CollabWarning)
         n = len(cands)
     frame = pd.DataFrame({u_name: [user]*len(cands), i_name: cands})
-    unknown = 'na' if new_user or hasattr(dls, 'catalog_items') else 'error'   # side-feature models score ids they have no embedding for
+    na = 'na' if not known or hasattr(dls, 'catalog_items') else 'error'   # side-feature models score ids they have no embedding for
     if by == 'liked' and len(cands):
-        s = rank_scores(self, [dls.user_code(user)], by='liked', liked=liked)[0]
+        s = rank_scores(self, [dls.user_code(user) if known or new_user else 0], by='liked', liked=liked)[0]
         preds = to_np(s)[encode_ids(cands, dls.classes[i_name], i_name)]
-    else: preds = self.predict_ratings(frame, unknown=unknown) if len(cands) else np.zeros(0, np.float32)
+    else: preds = self.predict_ratings(frame, unknown=na) if len(cands) else np.zeros(0, np.float32)
     top = np.argsort(-preds, kind='stable')[:n]
     res = pd.DataFrame({i_name: cands[top]})
     titles = dls.titles

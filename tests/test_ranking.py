@@ -89,6 +89,9 @@ def test_ease_on_msr_protocol(ease_learn):
     assert 0.46 < rep['ndcg'] < 0.50
     assert 0.40 < rep['precision'] < 0.45
     assert rep.counts['n_users_no_truth'] == 1          # one user's 20 rows all stay in training; counted, not dropped
+    v = ease_learn.recorder.values[-1]                  # the fit table: train loss NaN (no steps), a finite valid loss, then the metrics (read before validate(), which edits it)
+    assert np.isnan(v[0]) and np.isfinite(v[1]) and abs(v[2] - rep['ndcg']) < 1e-6
+    assert list(ease_learn.recorder.metric_names[1:4]) == ['train_loss', 'valid_loss', 'ndcg@10']
     vals = ease_learn.validate()
     assert abs(vals[1] - rep['ndcg']) < 1e-6            # RankingMetrics in validate() agrees
 
@@ -165,6 +168,8 @@ def test_ensemble_and_rating_model_rankers(ease_learn, r):
     ens = ensemble_learner([ease_learn, ease_learn], [0.5, 0.5])
     u = torch.arange(1, 20)
     torch.testing.assert_close(ens.model.score_items(u)[:,1:], standardize_rows(ease_learn.model.score_items(u))[:,1:])
+    with ens.no_bar(), ens.no_logging(): ens.fit(1)                    # pairs validation: a positive unseen in training scores 0, not -inf
+    assert np.isfinite(ens.recorder.values[-1][1])
 
 def test_ease_side_features_and_liked_weights(msr, ml100k):
     genres = ml100k.items.set_index('item').select_dtypes('number').drop(columns=['year'], errors='ignore')
@@ -185,6 +190,7 @@ def test_batch_l2_softmax(r):
     learn = implicit_learner(d, loss='softmax', n_factors=32, l2=3e-2)
     assert any(isinstance(c, BatchL2) for c in learn.cbs)
     with learn.no_bar(), learn.no_logging(): learn.fit(2, 5e-3, wd=0)
+    assert np.isfinite(learn.recorder.values[-1][1])     # valid loss: targets unseen in training (#na#) are ignored, not -inf logits
     assert ndcg(learn, 4)['ndcg'] > 0.25
     with pytest.raises(CollabDataError, match='l2 applies to DotRanker'):
         implicit_learner(ImplicitDataLoaders.from_df(r, batch='users', bs=64, seed=0), loss='mse', l2=0.1)

@@ -83,21 +83,23 @@ class TimeSplitter:
     __repr__ = basic_repr('cutoff,valid_pct,time_name')
 
 # %% ../../nbs/04_data.split.ipynb #c8ac820c
+def _user_ranks(codes, key):
+    "Rows ordered by user, then `key`, then position; each ordered row's 1-based rank within its user, and its user's row count"
+    order = np.lexsort((np.arange(len(codes)), key, codes))
+    sc = codes[order]
+    start = np.r_[0, np.flatnonzero(np.diff(sc)) + 1]
+    size = np.diff(np.r_[start, len(sc)])
+    return order, np.arange(len(sc)) - np.repeat(start, size) + 1, np.repeat(size, size)
+
 class LastNSplitter:
     "Each user's latest `n` ratings (by `time_name`) are validation, keeping at least `min_train` of theirs in training"
     def __init__(self, n:int=1, min_train:int=1, user_name:str=None, time_name:str='timestamp'):
         store_attr(); check_int(n, 'n', 'LastNSplitter'); check_int(min_train, 'min_train', 'LastNSplitter', min=0)
     def __call__(self, df):
         u,(_,t,miss) = _col(df, self.user_name, 0, 'user'), _times(df, self.time_name, 'LastNSplitter')
-        codes = pd.factorize(u)[0]
-        order = np.lexsort((np.arange(len(t)), t, codes))         # by user, then time, then row
-        sc = codes[order]
-        start = np.r_[0, np.flatnonzero(np.diff(sc))+1]
-        size = np.diff(np.r_[start, len(sc)])
-        from_end = np.repeat(start+size, size) - np.arange(len(sc)) - 1   # 0 for each user's latest
-        n_valid = np.minimum(self.n, np.maximum(size-self.min_train, 0))
+        order,rank,count = _user_ranks(pd.factorize(u)[0], t)     # by user, then time, then row
         valid = np.zeros(len(t), bool)
-        valid[order] = from_end < np.repeat(n_valid, size)
+        valid[order] = count - rank < np.minimum(self.n, np.maximum(count-self.min_train, 0))   # count-rank: 0 for each user's latest
         valid &= ~miss                                                     # rows without a time train
         return np.flatnonzero(~valid), np.flatnonzero(valid)
     __repr__ = basic_repr('n,min_train,user_name,time_name')
@@ -106,14 +108,6 @@ class LastNSplitter:
 def _check_pct(valid_pct, what):
     if not isinstance(valid_pct, (int, float, np.number)) or not 0 < valid_pct < 1:
         raise CollabDataError(f"{what}: valid_pct={valid_pct!r} must be a number between 0 and 1 (exclusive)")
-
-def _user_ranks(codes, key):
-    "Rows ordered by user, then `key`, then position; each ordered row's 1-based rank within its user, and its user's row count"
-    order = np.lexsort((np.arange(len(codes)), key, codes))
-    sc = codes[order]
-    start = np.r_[0, np.flatnonzero(np.diff(sc)) + 1]
-    size = np.diff(np.r_[start, len(sc)])
-    return order, np.arange(len(sc)) - np.repeat(start, size) + 1, np.repeat(size, size)
 
 def _ratio_split(u, key, valid_pct, what):
     "Each user's first round((1-`valid_pct`)·n) of n rows by `key` train (halves to even, as Microsoft Recommenders), the rest valid"
@@ -130,9 +124,8 @@ def _ratio_split(u, key, valid_pct, what):
 # %% ../../nbs/04_data.split.ipynb #5a153c94
 class StratifiedSplitter:
     "Each user's rows split at random, `1-valid_pct` of them training, seeded: Microsoft Recommenders' `python_stratified_split`"
-    def __init__(self, valid_pct:float=0.25, seed:int=42, user_name:str=None): store_attr()
+    def __init__(self, valid_pct:float=0.25, seed:int=42, user_name:str=None): store_attr(); _check_pct(valid_pct, 'StratifiedSplitter')
     def __call__(self, df):
-        _check_pct(self.valid_pct, 'StratifiedSplitter')
         u = _col(df, self.user_name, 0, 'user')
         seed = self.seed if self.seed is not None else np.random.randint(2**31)   # honours fastai's `set_seed`
         key = np.random.RandomState(seed).rand(len(u))                          # = `np.random.seed(seed); np.random.rand(n)` there
@@ -143,9 +136,8 @@ class StratifiedSplitter:
 # %% ../../nbs/04_data.split.ipynb #f09a98bb
 class ChronoSplitter:
     "Each user's earliest `1-valid_pct` of rows (by `time_name`, ties in row order) train, the rest validation: `python_chrono_split`"
-    def __init__(self, valid_pct:float=0.25, user_name:str=None, time_name:str='timestamp'): store_attr()
+    def __init__(self, valid_pct:float=0.25, user_name:str=None, time_name:str='timestamp'): store_attr(); _check_pct(valid_pct, 'ChronoSplitter')
     def __call__(self, df):
-        _check_pct(self.valid_pct, 'ChronoSplitter')
         u,t = _col(df, self.user_name, 0, 'user'),_col(df, self.time_name, None, 'time')
         return _ratio_split(u, t, self.valid_pct, 'ChronoSplitter')
     def _names(self, user_name, item_name): return dict(user_name=user_name)

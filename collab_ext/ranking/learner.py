@@ -43,7 +43,7 @@ class RowMSELoss(Module):
         return ((scores[:,1:] - targ[:,1:])**2).sum(1).mean()
 
 # %% ../../nbs/71_ranking.learner.ipynb #3ecd4fed
-_LOSSES = dict(bpr=('pairs', BPRLoss), sampled_softmax=('pairs', CrossEntropyLossFlat), softmax=('full', CrossEntropyLossFlat),
+_LOSSES = dict(bpr=('pairs', BPRLoss), sampled_softmax=('pairs', CrossEntropyLossFlat), softmax=('full', partial(CrossEntropyLossFlat, ignore_index=0)),     # a validation item unseen in training (`#na#`, code 0) has no score
                multinomial=('users', MultinomialLoss), mse=('users', RowMSELoss))
 
 def _check_loss(dls, loss:str):
@@ -86,6 +86,8 @@ class ClosedFormFit(Callback):
     def before_fit(self):
         if hasattr(self.learn.model, 'solve'): self.learn.model.solve()
     def before_train(self): raise CancelTrainException()
+    def after_cancel_train(self):               # log the (NaN) train loss anyway: fastai drops it and the table's columns shift left
+        if hasattr(self.learn, 'recorder'): self.learn.recorder.cancel_train = False
 
 def all_params(model) -> list:
     "Every parameter of `model`, trainable or not: the `splitter` of closed-form learners (fastai's default keeps trainable ones only)"

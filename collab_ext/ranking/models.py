@@ -25,9 +25,11 @@ def _mask_na(s:Tensor) -> Tensor:
     return s.index_fill(1, torch.zeros(1, dtype=torch.long, device=s.device), _NEG_INF)
 
 def _candidates(model, x:Tensor) -> Tensor:
-    "The catalog scores of `model` for users `x[:,0]`: all of them when `x` is (bs, 1), else the columns `x[:,1:]`"
+    "The catalog scores of `model` for users `x[:,0]`: all of them when `x` is (bs, 1), else the columns `x[:,1:]`, where an unseen (`#na#`) candidate scores 0, not the catalog's -inf"
     s = model.score_items(x[:,0])
-    return s if x.shape[1] == 1 else s.gather(1, x[:,1:].long())
+    if x.shape[1] == 1: return s
+    c = x[:,1:].long()
+    return s.gather(1, c).masked_fill(c == 0, 0.)
 
 def _item_item_candidates(model, x:Tensor, w:Tensor, bias:Tensor=None) -> Tensor:
     "Scores `x_u·w[:,c]` of the candidates `x[:,1:]` only (not the whole catalog): (bs, c); an unseen (`#na#`) item has no column evidence, so 0 plus its bias"

@@ -138,12 +138,13 @@ def autorec_learner(dls, n_hidden:int=500, **kwargs) -> RatingLearner:
     return rating_learner(dls, members=[AutoRecMember(n_hidden)], **kwargs)
 
 # %% ../../nbs/81_rating.learner.ipynb #e73e24ce
-def ordinal_hybrid_learner(tdls, n_factors:int=50, layers:tuple=(64,), p_id:float=0.05, **kwargs):
-    "The metadata hybrid (`tabular_collab_learner` towers, no MLP) trained on the ordinal likelihood of the stars: an `OrdinalHybrid` in a `LeanLearner`"
+def ordinal_hybrid_learner(tdls, n_factors:int=50, layers:tuple=(64,), p_id:float=0.05, cbs=None, **kwargs):
+    "The metadata hybrid (`tabular_collab_learner` towers, no MLP) trained on the ordinal likelihood of the stars: an `OrdinalHybrid` in a `LeanLearner` (`NoWDCallback`: no weight decay on the threshold gaps, as in `collab_ce_learner`)"
     from collab_ext.tabular.learner import tabular_collab_learner
     ds = tdls.train_ds
     levels = np.unique(ds.y.numpy().ravel()).astype(np.float32)
-    learn = tabular_collab_learner(tdls, n_factors=n_factors, layers=layers, p_id=p_id, use_mlp=False, loss_func=StarOrdinalLoss(levels), **kwargs)
+    learn = tabular_collab_learner(tdls, n_factors=n_factors, layers=layers, p_id=p_id, use_mlp=False, loss_func=StarOrdinalLoss(levels),
+                                   cbs=L(cbs)+NoWDCallback(), **kwargs)
     learn.model = OrdinalHybrid(learn.model, levels, len(ds.classes[ds.user_name]), len(ds.classes[ds.item_name]))
     return learn
 

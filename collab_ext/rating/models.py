@@ -89,12 +89,22 @@ class ImplicitDotScore(DotScore):
         for e in (self.y_weight, self.z_weight):
             if e is not None: nn.init.normal_(e.weight, 0, 1e-3)
 
+    def user_vectors(self, u:Tensor) -> Tensor:
+        "p_u, plus |N(u)|^-½ Σ y_j with `user_side`"
+        pu = self.u_weight(u)
+        return pu + implicit_sum(self.y_weight.weight, self.u_items, self.u_starts, u) if self.user_side else pu
+    def item_vectors(self, i:Tensor) -> Tensor:
+        "q_i, plus |N(i)|^-½ Σ z_v with `item_side`"
+        qi = self.i_weight(i)
+        return qi + implicit_sum(self.z_weight.weight, self.i_users, self.i_starts, i) if self.item_side else qi
+
     def forward(self, x:Tensor) -> Tensor:
         u,i = x[:,0],x[:,1]
-        pu,qi = self.u_weight(u),self.i_weight(i)
-        if self.user_side: pu = pu + implicit_sum(self.y_weight.weight, self.u_items, self.u_starts, u)
-        if self.item_side: qi = qi + implicit_sum(self.z_weight.weight, self.i_users, self.i_starts, i)
-        return (pu*qi).sum(1, keepdim=True) + self.u_bias(u) + self.i_bias(i)
+        return (self.user_vectors(u)*self.item_vectors(i)).sum(1, keepdim=True) + self.u_bias(u) + self.i_bias(i)
+    def score_items(self, users:Tensor) -> Tensor:
+        "Scores (users, items) of every item for `users`, implicit vectors included (`DotScore.score_items` would leave them out)"
+        q = self.item_vectors(torch.arange(self.i_weight.num_embeddings, device=users.device))
+        return torch.addmm(self.i_bias.weight[:,0][None], self.user_vectors(users), q.T).add_(self.u_bias(users))
 
 # %% ../../nbs/80_rating.models.ipynb #69bc4d35
 class NeuDotScore(DotScore):
@@ -138,7 +148,8 @@ class StarOrdinalLoss(Module):
     def __init__(self, levels):
         self.levels,self.loss = torch.as_tensor(np.asarray(levels, dtype=np.float32)),OrdinalLoss()
     def forward(self, cum_logits:Tensor, targ:Tensor) -> Tensor:
-        codes = (targ.view(-1,1).float() - self.levels.to(targ.device)[None]).abs().argmin(1)
+        if self.levels.device != targ.device: self.levels = self.levels.to(targ.device)     # moved once, not per batch
+        codes = (targ.view(-1,1).float() - self.levels[None]).abs().argmin(1)
         return self.loss(cum_logits, codes)
 
 # %% ../../nbs/80_rating.models.ipynb #40e00fc3
